@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Create .venv and install safehold into it (with the test tools when called with "test").
+# Idempotent: a second run only installs what changed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+extra=""
+[ "${1:-}" = "test" ] && extra="[test]"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23"
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extra}"

@@ -1,0 +1,1 @@
+"""The agent: registration, keys, backup, restore and check on the protected machine."""

@@ -1,0 +1,453 @@
+"""The backup engine: walk, chunk, deduplicate, seal, pack, upload and commit one recovery point.
+
+It receives its vault, keys and checksum store; it never prints. File-content work (`ContentStore.store`)
+is a function of bytes and keys so that it can move to worker processes.
+"""
+
+from __future__ import annotations
+
+import errno
+import fnmatch
+import os
+import stat
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import msgspec
+
+from safehold.agent import fsmeta
+from safehold.agent.checksums import ChecksumStore, FileState
+from safehold.agent.events import EventSink, ItemFailed, Notice, Progress
+from safehold.agent.reader import ChunkReader
+from safehold.errors import raise_error
+from safehold.formats import chunks as chunkfmt
+from safehold.formats import tree
+from safehold.formats.chunks import Sealer
+from safehold.formats.keys import MachineKeys
+from safehold.formats.pack import PackBuilder
+from safehold.formats.tree import Entry
+from safehold.model import (
+    CHUNK_DATA,
+    CHUNK_TREE,
+    BackupStats,
+    ChunkId,
+    JobStatus,
+    MachineId,
+    RecoveryPoint,
+)
+from safehold.ports import VaultClient
+
+PACK_TARGET = 32 * 1024 * 1024
+READ_BLOCK = 8 * 1024 * 1024
+META_KIND = 3
+META_ID = b"\0" * 32
+PROGRESS_EVERY_S = 0.25
+_O_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+class ChangedWhileRead(Exception):
+    pass
+
+
+@dataclass
+class Counters:
+    files: int = 0
+    dirs: int = 0
+    other: int = 0
+    bytes_scanned: int = 0
+    bytes_read: int = 0
+    chunks_new: int = 0
+    bytes_new_stored: int = 0
+    packs_uploaded: int = 0
+
+
+@dataclass(frozen=True)
+class BackupResult:
+    job_id: str
+    recovery_point: RecoveryPoint
+    failed: list[ItemFailed] = field(default_factory=list)
+
+    @property
+    def status(self) -> JobStatus:
+        return self.recovery_point.status
+
+
+class RecoveryPointMeta(msgspec.Struct):
+    hostname: str
+    paths: list[bytes]
+    job_id: str
+    started_ns: int
+
+
+def seal_meta(sealer: Sealer, meta: RecoveryPointMeta) -> bytes:
+    return sealer.seal(META_KIND, META_ID, msgspec.msgpack.encode(meta))
+
+
+def open_meta(sealer: Sealer, blob: bytes) -> RecoveryPointMeta:
+    return msgspec.msgpack.decode(sealer.open(META_KIND, META_ID, blob, verify_id=False), type=RecoveryPointMeta)
+
+
+class Uploader:
+    """Deduplicates against what the vault holds and fills data and tree packs; uploads full packs."""
+
+    def __init__(self, vault: VaultClient, machine_id: MachineId, session: str, sealer: Sealer,
+                 known: set[ChunkId], counters: Counters) -> None:
+        self.vault, self.machine_id, self.session, self.sealer = vault, machine_id, session, sealer
+        self.known = known
+        self.counters = counters
+        self._packs = {CHUNK_DATA: PackBuilder(), CHUNK_TREE: PackBuilder()}
+
+    def add(self, kind: int, cid: ChunkId, data: bytes | memoryview) -> None:
+        if cid in self.known:
+            return
+        blob = self.sealer.seal(kind, cid, data)
+        builder = self._packs[kind]
+        builder.add(cid, kind, blob)
+        self.known.add(cid)
+        self.counters.chunks_new += 1
+        self.counters.bytes_new_stored += len(blob)
+        if len(builder) >= PACK_TARGET:
+            self._flush(kind)
+
+    def _flush(self, kind: int) -> None:
+        builder = self._packs[kind]
+        if not builder.entries:
+            return
+        pid, data, entries = builder.finish(self.sealer)
+        self.vault.put_pack(self.machine_id, self.session, pid, data, entries)
+        self.counters.packs_uploaded += 1
+        self._packs[kind] = PackBuilder()
+
+    def flush(self) -> None:
+        self._flush(CHUNK_DATA)
+        self._flush(CHUNK_TREE)
+
+
+class ExtentReader:
+    """A file's data regions read in order as one stream (holes of sparse files are skipped)."""
+
+    def __init__(self, fd: int, extents: list[tuple[int, int]]) -> None:
+        self.fd = fd
+        self.extents = extents
+        self.i = 0
+        self.pos = extents[0][0] if extents else 0
+
+    def readinto(self, buf: memoryview) -> int:
+        while self.i < len(self.extents):
+            start, length = self.extents[self.i]
+            left = start + length - self.pos
+            if left <= 0:
+                self.i += 1
+                if self.i < len(self.extents):
+                    self.pos = self.extents[self.i][0]
+                continue
+            n = os.preadv(self.fd, [buf[:min(len(buf), left)]], self.pos)
+            if n == 0:
+                raise ChangedWhileRead("the file became shorter while it was read")
+            self.pos += n
+            return n
+        return 0
+
+
+def _code_for(exc: OSError, is_dir: bool = False) -> str:
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return "FileAccessDenied"
+    if exc.errno == errno.ENOENT:
+        return "PathNotFound" if is_dir else "FileNotFound"
+    if exc.errno == errno.ENOTDIR:
+        return "PathNotFound"
+    if exc.errno in (errno.EIO, errno.EBADMSG, errno.EUCLEAN):
+        return "FileCorruptOrUnreadable"
+    if exc.errno in (errno.ENXIO, errno.ENOMEDIUM, errno.EREMOTEIO, errno.ETIMEDOUT, errno.EHOSTDOWN):
+        return "FileOffline"
+    return "FileReadError"
+
+
+class BackupEngine:
+    def __init__(self, vault: VaultClient, machine_id: MachineId, keys: MachineKeys, store: ChecksumStore,
+                 events: EventSink, excludes: Iterable[str] = (), skip_dirs: Iterable[str] = (),
+                 hostname: str = "") -> None:
+        self.vault = vault
+        self.machine_id = machine_id
+        self.keys = keys
+        self.store = store
+        self.events = events
+        self.excludes = [os.fsencode(p) for p in excludes]
+        self.hostname = hostname
+        self.sealer = Sealer(keys)
+        self.cdc = chunkfmt.chunker(keys)
+        self.counters = Counters()
+        self.failed: list[ItemFailed] = []
+        self.refs: set[ChunkId] = set()
+        self._skip: set[tuple[int, int]] = set()
+        for d in skip_dirs:
+            try:
+                st = os.stat(d)
+                self._skip.add((st.st_dev, st.st_ino))
+            except OSError:
+                pass
+        self._links: dict[tuple[int, int], tuple[int, list[bytes], list[tuple[int, int]] | None]] = {}
+        self._total: int | None = None
+        self._t0 = time.monotonic()
+        self._next_progress = 0.0
+
+    # ---- top level --------------------------------------------------------------------------------
+
+    def run(self, paths: list[str], previous: RecoveryPoint | None = None) -> BackupResult:
+        targets = self._targets(paths)
+        job_id = uuid.uuid4().hex
+        started = time.time_ns()
+        if previous is not None:
+            self._total = previous.stats.bytes_scanned or None
+            if self.store.empty:
+                self._rebuild_store(previous)
+        known = set(self.vault.known_chunks(self.machine_id))
+        session = self.vault.begin_session(self.machine_id)
+        self.up = Uploader(self.vault, self.machine_id, session, self.sealer, known, self.counters)
+        try:
+            root = self._trie_tree(b"", self._trie(targets))
+            self.up.flush()
+            c = self.counters
+            stats = BackupStats(
+                files=c.files, dirs=c.dirs, other=c.other, bytes_scanned=c.bytes_scanned, bytes_read=c.bytes_read,
+                chunks_new=c.chunks_new, bytes_new_stored=c.bytes_new_stored, packs_uploaded=c.packs_uploaded,
+                failed_files=len(self.failed), duration_s=round(time.monotonic() - self._t0, 3))
+            meta = RecoveryPointMeta(self.hostname, targets, job_id, started)
+            status = JobStatus.WARNINGS if self.failed else JobStatus.COMPLETED
+            rp = self.vault.commit(self.machine_id, session, root, status, stats, self.refs,
+                                   seal_meta(self.sealer, meta))
+        except BaseException:
+            self.vault.abort_session(self.machine_id, session)
+            raise
+        self.store.commit(rp.rp_id)
+        self._progress(force=True)
+        return BackupResult(job_id, rp, self.failed)
+
+    def _targets(self, paths: list[str]) -> list[bytes]:
+        out: list[bytes] = []
+        for p in paths:
+            ab = os.path.normpath(os.path.abspath(os.fsencode(p)))
+            try:
+                os.lstat(ab)
+            except OSError as exc:
+                raise_error("PathNotReadable", path=p, reason=exc.strerror or str(exc))
+            out.append(ab)
+        out = sorted(set(out))
+        # A target inside another target is already covered by it.
+        return [t for t in out if not any(t != o and (o == b"/" or t.startswith(o + b"/")) for o in out)]
+
+    @staticmethod
+    def _trie(targets: list[bytes]) -> dict[bytes, dict]:  # type: ignore[type-arg]
+        root: dict[bytes, dict] = {}  # type: ignore[type-arg]
+        for t in targets:
+            node = root
+            parts = [p for p in t.split(b"/") if p]
+            if not parts:
+                return {b"": {}}
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = None  # a target: everything below it
+        return root
+
+    def _trie_tree(self, path: bytes, node: dict[bytes, dict]) -> ChunkId:  # type: ignore[type-arg]
+        """The tree for `path` holding only the trie's children; targets are backed up in full."""
+        if b"" in node:  # the whole root file system
+            fd = os.open(b"/", os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                return self._dir(fd, b"")
+            finally:
+                os.close(fd)
+        fd = os.open(path or b"/", os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            entries: list[Entry] = []
+            for name, child in node.items():
+                full = path + b"/" + name
+                st = os.lstat(name, dir_fd=fd)
+                if child is None:
+                    e = self._entry(fd, path, name, st)
+                    if e is not None:
+                        entries.append(e)
+                else:
+                    e = fsmeta.entry_from_stat(name, st)
+                    e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(fd, path, name)
+                    e.subtree = self._trie_tree(full, child)
+                    entries.append(e)
+            return self._put_tree(entries)
+        finally:
+            os.close(fd)
+
+    # ---- walking ----------------------------------------------------------------------------------
+
+    def _excluded(self, full: bytes, name: bytes) -> bool:
+        for pat in self.excludes:
+            target = full if b"/" in pat else name
+            if fnmatch.fnmatchcase(target, pat):
+                return True
+        return False
+
+    def _fail(self, path: bytes, code: str, reason: str) -> None:
+        item = ItemFailed(path, code, reason)
+        self.failed.append(item)
+        self.events(item)
+
+    def _put_tree(self, entries: list[Entry]) -> ChunkId:
+        data = tree.encode(entries)
+        cid = chunkfmt.chunk_id(self.keys, data)
+        self.up.add(CHUNK_TREE, cid, data)
+        self.refs.add(cid)
+        return cid
+
+    def _dir(self, fd: int, path: bytes) -> ChunkId:
+        entries: list[Entry] = []
+        with os.scandir(fd) as it:
+            items = sorted((os.fsencode(d.name), d) for d in it)
+        for name, d in items:
+            full = path + b"/" + name
+            try:
+                st = d.stat(follow_symlinks=False)
+            except OSError as exc:
+                self._fail(full, _code_for(exc), exc.strerror or str(exc))
+                continue
+            if self._excluded(full, name):
+                continue
+            e = self._entry(fd, path, name, st)
+            if e is not None:
+                entries.append(e)
+        return self._put_tree(entries)
+
+    def _entry(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result) -> Entry | None:
+        full = path + b"/" + name
+        e = fsmeta.entry_from_stat(name, st)
+        try:
+            if e.type == tree.DIR:
+                if (st.st_dev, st.st_ino) in self._skip:
+                    return None
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                except OSError as exc:
+                    self._fail(full, _code_for(exc, is_dir=True), exc.strerror or str(exc))
+                    return None
+                try:
+                    e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name, fd)
+                    e.subtree = self._dir(fd, full)
+                finally:
+                    os.close(fd)
+                self.counters.dirs += 1
+            elif e.type == tree.FILE:
+                if not self._file(dir_fd, path, name, st, e):
+                    return None
+                self.counters.files += 1
+            else:
+                if e.type == tree.SYMLINK:
+                    e.target = os.readlink(name, dir_fd=dir_fd)
+                e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name)
+                self.counters.other += 1
+        except OSError as exc:
+            self._fail(full, _code_for(exc, e.type == tree.DIR), exc.strerror or str(exc))
+            return None
+        self._progress()
+        return e
+
+    def _file(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result, e: Entry) -> bool:
+        full = path + b"/" + name
+        self.counters.bytes_scanned += st.st_size
+        link_key = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and link_key in self._links:
+            e.link_id, chunks, e.extents = self._links[link_key]
+            e.chunks = chunks
+            e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name)
+            return True
+        cached = self.store.get(full)
+        if (cached is not None and cached.size == st.st_size and cached.mtime_ns == st.st_mtime_ns
+                and cached.ctime_ns == st.st_ctime_ns and cached.inode == st.st_ino
+                and all(c in self.up.known for c in cached.chunks)):
+            e.chunks, e.extents = cached.chunks, cached.extents
+            e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name)
+        else:
+            try:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | _O_NOATIME, dir_fd=dir_fd)
+            except PermissionError:
+                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+            try:
+                before = os.fstat(fd)
+                e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name, fd)
+                try:
+                    e.chunks, e.extents = self._content(fd, before)
+                except ChangedWhileRead as exc:
+                    self._fail(full, "FileChangedWhileRead", str(exc))
+                    return False
+                after = os.fstat(fd)
+                if (after.st_size, after.st_mtime_ns, after.st_ctime_ns) != \
+                        (before.st_size, before.st_mtime_ns, before.st_ctime_ns):
+                    self._fail(full, "FileChangedWhileRead", "size or modification time changed during the read")
+                    return False
+            finally:
+                os.close(fd)
+            # record the state seen before reading: a later change makes the next run read again
+            e.size, e.mtime_ns, e.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
+            self.store.put(full, FileState(before.st_size, before.st_mtime_ns, before.st_ctime_ns,
+                                           before.st_ino, e.chunks, e.extents))
+        self.refs.update(ChunkId(c) for c in e.chunks)
+        if st.st_nlink > 1:
+            e.link_id = len(self._links) + 1
+            self._links[link_key] = (e.link_id, e.chunks, e.extents)
+        return True
+
+    def _content(self, fd: int, st: os.stat_result) -> tuple[list[bytes], list[tuple[int, int]] | None]:
+        size = st.st_size
+        if size == 0:
+            return [], None
+        extents = fsmeta.data_extents(fd, size) if st.st_blocks * 512 < size else None
+        reader = ExtentReader(fd, extents if extents is not None else [(0, size)])
+        data_len = sum(n for _, n in extents) if extents is not None else size
+        ids: list[bytes] = []
+        if data_len <= chunkfmt.SMALL_FILE:
+            buf = bytearray(data_len)
+            view = memoryview(buf)
+            got = 0
+            while got < data_len:
+                n = reader.readinto(view[got:])
+                if n == 0:
+                    raise ChangedWhileRead("the file became shorter while it was read")
+                got += n
+            if reader.readinto(memoryview(bytearray(1))) != 0:
+                raise ChangedWhileRead("the file grew while it was read")
+            self._chunk(buf, ids)
+        else:
+            total = 0
+            for c in self.cdc.cut_stream(reader):
+                self._chunk(c.data, ids)
+                total += c.length
+                self._progress()
+            if total != data_len:
+                raise ChangedWhileRead("the file's length changed while it was read")
+        return ids, extents
+
+    def _chunk(self, data: bytes | bytearray | memoryview, ids: list[bytes]) -> None:
+        cid = chunkfmt.chunk_id(self.keys, data)
+        self.up.add(CHUNK_DATA, cid, data)
+        self.counters.bytes_read += len(data)
+        ids.append(cid)
+
+    # ---- progress and change-tracking rebuild --------------------------------------------------------
+
+    def _progress(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now < self._next_progress:
+            return
+        self._next_progress = now + PROGRESS_EVERY_S
+        c = self.counters
+        self.events(Progress("backup", c.files + c.dirs + c.other, c.bytes_scanned, self._total, now - self._t0))
+
+    def _rebuild_store(self, previous: RecoveryPoint) -> None:
+        """Refill an empty checksum store from the last recovery point, so unchanged files are not re-read."""
+        reader = ChunkReader(self.vault, self.machine_id, self.sealer)
+        n = 0
+        for path, e in reader.walk(previous.root):
+            if e.type == tree.FILE and e.chunks is not None:
+                self.store.put(b"/" + path, FileState(e.size, e.mtime_ns, e.ctime_ns, e.inode, e.chunks, e.extents))
+                n += 1
+        self.events(Notice("SalChecksumStoreInitializationFailed",
+                           f"change tracking rebuilt from recovery point {previous.rp_id[:8]} ({n} files)"))

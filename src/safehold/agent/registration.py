@@ -1,0 +1,104 @@
+"""Registering this machine with a vault, and opening its key afterwards.
+
+Registration rules (expiry, one-time use, newest file only, machine limit) are the vault's; this side checks
+the file, the vault it names, and the passphrase.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+from safehold import __version__
+from safehold.agent.home import AgentHome, CacheFolder, Registration, read_private, write_private
+from safehold.errors import raise_error
+from safehold.formats import credentials as credfmt
+from safehold.formats import keys as keyfmt
+from safehold.formats.credentials import VaultCredentials
+from safehold.formats.keys import MachineKeys
+from safehold.model import MachineId, MachineInfo
+from safehold.ports import Clock, SystemClock, VaultClient
+
+
+def local_hostname() -> str:
+    return os.environ.get("SAFEHOLD_HOSTNAME") or socket.gethostname()
+
+
+def os_machine_id() -> str:
+    try:
+        return Path("/etc/machine-id").read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def read_credentials(path: Path) -> VaultCredentials:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise_error("VaultCredentialsInvalid", reason=f"the file cannot be read ({exc.strerror})")
+    if len(data) > 64 * 1024:
+        raise_error("VaultCredentialsInvalid", reason="the file is too large to be a credentials file")
+    return credfmt.parse(path.name, data)
+
+
+def register(home: AgentHome, creds_path: Path, passphrase: str, connect: Callable[[VaultCredentials], VaultClient],
+             cache_folder: Path | None = None, clock: Clock | None = None) -> Registration:
+    creds = read_credentials(creds_path)
+    existing = home.load_optional()
+    if existing is not None and existing.vault_id != creds.vault_id:
+        raise_error("VaultCredentialsWrongVault",
+                    detail=f"registered with vault {existing.vault_name} ({existing.vault_id[:8]}), "
+                           f"file is for {creds.vault_name} ({creds.vault_id[:8]})")
+    if (clock or SystemClock()).now_ns() >= creds.expires_ns:
+        raise_error("VaultCredentialsInvalid", reason="the file has expired")
+    keyfmt.check_passphrase(passphrase)
+
+    client = connect(creds)
+    if existing is not None:
+        # Re-registration keeps the machine's identity and key: the passphrase must be the one first used.
+        cache = CacheFolder(Path(cache_folder or existing.cache_folder))
+        wrapped = cache.key_file.read_bytes() if cache.key_file.exists() else \
+            client.wrapped_key(MachineId(existing.machine_id))
+        keys = keyfmt.unwrap(wrapped, passphrase)
+        machine_id = existing.machine_id
+    else:
+        cache = CacheFolder(cache_folder or home.root / "cache")
+        keys = MachineKeys.generate()
+        machine_id = uuid.uuid4().hex
+    wrapped = keyfmt.wrap(keys, passphrase)
+    machine = MachineInfo(MachineId(machine_id), local_hostname(), os_machine_id(), __version__)
+    token = client.register(creds, machine, wrapped)
+
+    cache.ensure()
+    write_private(cache.key_file, wrapped)
+    write_private(home.token_file, token.encode())
+    write_private(home.passphrase_file, passphrase.encode())
+    reg = Registration(
+        vault_id=creds.vault_id, vault_name=creds.vault_name, vault_url=creds.url, machine_id=machine_id,
+        hostname=machine.hostname, os_machine_id=machine.os_machine_id,
+        cache_folder=str(cache.root.absolute()), key_id=keys.key_id,
+        registered_ns=(clock or SystemClock()).now_ns())
+    home.save(reg)
+    return reg
+
+
+def stored_passphrase(home: AgentHome) -> str | None:
+    if not home.passphrase_file.exists():
+        return None
+    return read_private(home.passphrase_file).decode("ascii", errors="replace").rstrip("\n")
+
+
+def open_keys(reg: Registration, passphrase: str) -> MachineKeys:
+    """Unwrap the machine key from the cache folder; a missing or damaged file is error 34506."""
+    cache = CacheFolder(Path(reg.cache_folder))
+    try:
+        data = read_private(cache.key_file)
+    except FileNotFoundError:
+        raise_error("PassphraseNotConfigured", detail=f"{cache.key_file} is missing")
+    keys = keyfmt.unwrap(data, passphrase)
+    if keys.key_id != reg.key_id:
+        raise_error("PassphraseNotConfigured", detail="the key file belongs to another registration")
+    return keys

@@ -1,0 +1,39 @@
+"""`safehold errors [ID]`: list the error catalog, or explain one error."""
+
+from __future__ import annotations
+
+import click
+
+from safehold import errors
+from safehold.cli.render import emit_json
+from safehold.errors import raise_error
+
+
+@click.command("errors")
+@click.argument("ident", required=False)
+@click.option("--json", "as_json", is_flag=True)
+def command(ident: str | None, as_json: bool) -> None:
+    """List every error safehold reports, or explain the one with id or code IDENT."""
+    if ident is None:
+        if as_json:
+            emit_json({"errors": [{"id": e.id_text, "code": e.code, "message": e.message} for e in errors.ALL]})
+            return
+        for e in errors.ALL:
+            click.echo(f"{e.id_text:>12}  {e.code:<40} {e.message}")
+        return
+    e = errors.lookup(ident)
+    if e is None:
+        raise_error("InvalidArgument", what=f"no error has the id or code {ident!r}; `safehold errors` lists them")
+    if as_json:
+        emit_json({"id": e.id_text, "code": e.code, "message": e.message, "causes": list(e.causes),
+                   "actions": list(e.actions)})
+        return
+    click.echo(f"{e.id_text} {e.code}\n{e.message}\n")
+    if e.causes:
+        click.echo("Causes:")
+        for c in e.causes:
+            click.echo(f"  - {c}")
+    if e.actions:
+        click.echo("Recommended actions:")
+        for a in e.actions:
+            click.echo(f"  - {a}")

@@ -1,0 +1,44 @@
+"""`safehold recovery-points`: list this machine's recovery points."""
+
+from __future__ import annotations
+
+import click
+
+from safehold.agent.backup import open_meta
+from safehold.cli.context import load_agent
+from safehold.cli.render import emit_json, human_bytes, human_time, path_text
+from safehold.errors import SafeholdError
+from safehold.formats.chunks import Sealer
+
+
+@click.command("recovery-points")
+@click.option("--passphrase-file", metavar="FILE")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_obj
+def command(obj: dict[str, str | None], passphrase_file: str | None, as_json: bool) -> None:
+    """List the recovery points of this machine, oldest first."""
+    agent = load_agent(obj.get("home"), passphrase_file)
+    sealer = Sealer(agent.keys)
+    rps = agent.vault.recovery_points(agent.machine_id)
+    rows = []
+    for rp in rps:
+        try:
+            meta = open_meta(sealer, rp.sealed_meta)
+            paths, host = [path_text(p) for p in meta.paths], meta.hostname
+        except SafeholdError:
+            paths, host = ["(metadata unreadable)"], "?"
+        rows.append((rp, host, paths))
+    if as_json:
+        emit_json({"recovery_points": [
+            {"id": rp.rp_id, "time": human_time(rp.created_ns), "created_ns": rp.created_ns,
+             "status": str(rp.status), "hostname": host, "paths": paths, "files": rp.stats.files,
+             "bytes": rp.stats.bytes_scanned, "bytes_new_stored": rp.stats.bytes_new_stored}
+            for rp, host, paths in rows]})
+        return
+    if not rows:
+        click.echo("No recovery points yet. Create one with `safehold backup PATH`.")
+        return
+    click.echo(f"{'ID':<10}{'Time':<21}{'Status':<23}{'Files':>8}{'Size':>12}  Paths")
+    for rp, _host, paths in rows:
+        click.echo(f"{rp.rp_id[:8]:<10}{human_time(rp.created_ns):<21}{rp.status!s:<23}{rp.stats.files:>8}"
+                   f"{human_bytes(rp.stats.bytes_scanned):>12}  {', '.join(paths)}")

@@ -1,0 +1,95 @@
+"""Wiring for commands: find the agent folder, connect to the vault the registration names, open keys.
+
+The only place that chooses an adapter for the vault client.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from safehold.agent.home import AgentHome, CacheFolder, Registration, default_home, read_private
+from safehold.agent.registration import open_keys, stored_passphrase
+from safehold.errors import raise_error
+from safehold.formats.keys import MachineKeys
+from safehold.model import MachineId, RecoveryPoint
+from safehold.ports import VaultClient
+from safehold.vault.service import VaultService
+
+
+def vault_folder(url: str) -> Path:
+    parsed = urlparse(url)
+    return Path(unquote(parsed.path))
+
+
+def connect(url: str) -> VaultClient:
+    if url.startswith("file://"):
+        return VaultService.open_folder(vault_folder(url))
+    raise_error("InvalidArgument", what=f"remote vault {url}: this build supports embedded (file://) vaults only")
+
+
+def read_passphrase_file(path: str) -> str:
+    try:
+        data = read_private(Path(path))
+    except FileNotFoundError:
+        raise_error("PassphraseMissing", detail=f"{path} does not exist")
+    except OSError as exc:
+        raise_error("PassphraseMissing", detail=f"{path}: {exc.strerror}")
+    try:
+        return data.decode("ascii").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise_error("PassphraseTooWeak", reason="only printable ASCII characters (32-126) are allowed")
+
+
+def prompt_passphrase(confirm: bool) -> str:
+    if not sys.stdin.isatty():
+        raise_error("PassphraseMissing")
+    first = getpass.getpass("Passphrase: ")
+    if confirm and getpass.getpass("Passphrase again: ") != first:
+        raise_error("InvalidArgument", what="the two passphrases differ")
+    return first
+
+
+@dataclass
+class Agent:
+    home: AgentHome
+    reg: Registration
+    vault: VaultClient
+    keys: MachineKeys
+
+    @property
+    def machine_id(self) -> MachineId:
+        return MachineId(self.reg.machine_id)
+
+    @property
+    def cache(self) -> CacheFolder:
+        return CacheFolder(Path(self.reg.cache_folder))
+
+
+def load_agent(home_dir: str | None, passphrase_file: str | None = None) -> Agent:
+    home = AgentHome(Path(home_dir) if home_dir else default_home())
+    reg = home.load()
+    vault = connect(reg.vault_url)
+    env_file = passphrase_file or os.environ.get("SAFEHOLD_PASSPHRASE_FILE")
+    passphrase = read_passphrase_file(env_file) if env_file else stored_passphrase(home)
+    if passphrase is None:
+        passphrase = prompt_passphrase(confirm=False)
+    return Agent(home, reg, vault, open_keys(reg, passphrase))
+
+
+def resolve_rp(agent: Agent, ref: str) -> RecoveryPoint:
+    """A recovery point by id, unique id prefix (at least 4 characters) or `latest`."""
+    rps = agent.vault.recovery_points(agent.machine_id)
+    if ref == "latest":
+        if not rps:
+            raise_error("RecoveryPointNotFound", rp=ref)
+        return rps[-1]
+    matches = [rp for rp in rps if rp.rp_id.startswith(ref.lower())] if len(ref) >= 4 else []
+    if len(matches) != 1:
+        raise_error("RecoveryPointNotFound", rp=ref,
+                    detail="the prefix matches several" if len(matches) > 1 else None)
+    return matches[0]

@@ -1,0 +1,60 @@
+"""The `safehold` entry point: the command group, global options, and error handling at the edge.
+
+Every SafeholdError becomes its id, message and recommended actions with the error's exit code;
+anything unexpected is reported once, without a traceback unless SAFEHOLD_DEBUG is set.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import click
+
+from safehold import __version__
+from safehold.cli import cmd_backup, cmd_check, cmd_errors, cmd_recovery_points, cmd_register, cmd_restore, cmd_vault
+from safehold.cli.render import render_error
+from safehold.errors import SafeholdError, error
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--home", envvar="SAFEHOLD_HOME", type=click.Path(file_okay=False),
+              help="Agent folder (registration, token, passphrase). Default: /var/lib/safehold for root, "
+                   "else ~/.local/share/safehold. Env: SAFEHOLD_HOME.")
+@click.version_option(__version__, prog_name="safehold")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None) -> None:
+    """safehold: encrypted, deduplicating backups into a vault you run yourself."""
+    ctx.obj = {"home": home}
+
+
+for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_restore, cmd_check, cmd_errors):
+    cli.add_command(module.command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+    try:
+        code = cli.main(args=argv, prog_name="safehold", standalone_mode=False)
+    except SafeholdError as exc:
+        render_error(exc, as_json)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        render_error(error("Interrupted"), as_json)
+        sys.exit(130)
+    except OSError as exc:
+        if os.environ.get("SAFEHOLD_DEBUG"):
+            raise
+        render_error(error("InvalidArgument", what=f"{exc.filename or ''}: {exc.strerror or exc}"), as_json)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""Turning engine events, results and errors into terminal text or JSON lines.
+
+Text goes to stderr for progress and errors, stdout for results; `--json` writes one JSON object per line
+to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import click
+
+from safehold.agent.events import Event, ItemFailed, Notice, Progress
+from safehold.errors import SafeholdError, spec
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+def human_time(ns: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ns / 1e9))
+
+
+def path_text(p: bytes) -> str:
+    return p.decode("utf-8", "backslashreplace")
+
+
+def emit_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False, default=str) + "\n")
+    sys.stdout.flush()
+
+
+class EventRenderer:
+    """An EventSink: progress on one updating stderr line (terminals only), failures as they happen."""
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.tty = sys.stderr.isatty()
+        self._line = False
+
+    def __call__(self, event: Event) -> None:
+        if isinstance(event, Progress):
+            if self.as_json:
+                emit_json({"event": "progress", "phase": event.phase, "items": event.files,
+                           "bytes": event.bytes_done, "bytes_total": event.bytes_total,
+                           "rate_bps": round(event.rate), "eta_s": None if event.eta_s is None
+                           else round(event.eta_s, 1), "elapsed_s": round(event.elapsed_s, 2)})
+            elif self.tty:
+                eta = f", ETA {event.eta_s:.0f} s" if event.eta_s is not None else ""
+                total = f" of {human_bytes(event.bytes_total)}" if event.bytes_total else ""
+                sys.stderr.write(f"\r\x1b[2K{event.phase}: {event.files} items, {human_bytes(event.bytes_done)}"
+                                 f"{total}, {human_bytes(event.rate)}/s{eta}")
+                sys.stderr.flush()
+                self._line = True
+        elif isinstance(event, ItemFailed):
+            s = spec(event.code)
+            if self.as_json:
+                emit_json({"event": "item_failed", "path": path_text(event.path), "id": s.id_text,
+                           "code": s.code, "reason": event.reason})
+            else:
+                self.end_line()
+                click.echo(f"warning: {path_text(event.path)}: [{s.id_text} {s.code}] {event.reason}", err=True)
+        elif isinstance(event, Notice):
+            if self.as_json:
+                emit_json({"event": "notice", "code": event.code, "text": event.text})
+            else:
+                self.end_line()
+                click.echo(f"note: {event.text}", err=True)
+
+    def end_line(self) -> None:
+        if self._line:
+            sys.stderr.write("\n")
+            self._line = False
+
+
+def render_error(err: SafeholdError, as_json: bool) -> None:
+    if as_json:
+        emit_json({"event": "error", "error": err.to_dict()})
+        return
+    click.echo(f"error {err.spec.id_text} ({err.spec.code}): {err.text}", err=True)
+    if err.spec.actions:
+        click.echo("Recommended actions:", err=True)
+        for a in err.spec.actions:
+            try:
+                a = a.format(**err.params)
+            except (KeyError, IndexError, ValueError):
+                pass
+            click.echo(f"  - {a}", err=True)
+    click.echo(f"Details: safehold errors {err.spec.id_text}", err=True)

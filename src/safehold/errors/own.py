@@ -1,0 +1,152 @@
+"""safehold's own errors: the ones the MARS article does not name, ids 700000–799999.
+
+Grouped by area in blocks of 100; an id, once released, is never reused.
+"""
+
+from safehold.errors.spec import ErrorSpec
+
+ENTRIES: tuple[ErrorSpec, ...] = (
+    # 7000xx: usage and input
+    ErrorSpec(
+        700001, "InvalidArgument", "Invalid input: {what}.",
+        causes=("A command-line argument or setting has a value safehold cannot use.",),
+        actions=("Run the command with --help to see the accepted values, correct the input and try again.",),
+        exit_code=2, http_status=400,
+    ),
+    ErrorSpec(
+        700002, "PathNotReadable", "The path {path} cannot be backed up: {reason}.",
+        causes=("A path given on the command line does not exist or cannot be opened.",),
+        actions=("Check the path for typing mistakes and that this user may read it.",),
+        exit_code=2, http_status=400,
+    ),
+    # 7001xx: registration and keys
+    ErrorSpec(
+        700101, "NotRegistered", "This machine is not registered with a vault.",
+        causes=("No registration exists in the agent folder {home}.",
+                "SAFEHOLD_HOME points to another agent folder than the one used at registration."),
+        actions=("Register with `safehold register --credentials FILE`, using a file issued by the vault.",
+                 "If the machine was registered under another agent folder, set SAFEHOLD_HOME to it."),
+    ),
+    ErrorSpec(
+        700102, "PassphraseTooWeak", "The passphrase is not acceptable: {reason}.",
+        causes=("A passphrase must have at least 16 characters, all printable ASCII.",),
+        actions=("Choose a longer passphrase of printable ASCII characters, or let safehold make one with "
+                 "`--generate-passphrase FILE`.",),
+        exit_code=2, http_status=400,
+    ),
+    ErrorSpec(
+        700103, "WrongPassphrase", "The passphrase does not open this machine's encryption key.",
+        causes=("The passphrase differs from the one used when this machine's data was first protected.",
+                "The passphrase file was edited or replaced."),
+        actions=("Enter the passphrase used at first registration; it is the only way to the data.",
+                 "If the passphrase is lost and the machine's data is still on disk, register as a new "
+                 "machine with a new passphrase; earlier recovery points stay unreadable without the old one."),
+        exit_code=1, http_status=403,
+    ),
+    ErrorSpec(
+        700104, "PassphraseMissing", "No passphrase was given.",
+        causes=("The command needs the encryption passphrase and none was found.",),
+        actions=("Give --passphrase-file FILE (mode 0600), set SAFEHOLD_PASSPHRASE_FILE, or run in a terminal "
+                 "to be asked for it.",),
+        exit_code=2, http_status=400,
+    ),
+    ErrorSpec(
+        700105, "MachineLimitReached", "The vault already holds the most machines it allows ({limit}).",
+        causes=("Each vault protects a limited number of machines (default 50).",),
+        actions=("Remove machines that are no longer protected from the vault, raise the vault's limit with "
+                 "`safehold vault settings VAULT --max-machines N`, or use another vault.",),
+        http_status=409,
+    ),
+    ErrorSpec(
+        700106, "SecretFileUnsafe", "The secret file {path} is readable by other users (mode {mode}).",
+        causes=("Passphrase and token files must be private to their owner.",),
+        actions=("Run `chmod 600 {path}` and try again.",),
+        exit_code=2, http_status=400,
+    ),
+    # 7002xx: vault and catalog
+    ErrorSpec(
+        700201, "VaultNotFound", "No vault was found at {path}.",
+        causes=("The folder does not exist or is not a safehold vault.",),
+        actions=("Check the path, or create a vault there with `safehold vault init PATH`.",),
+        exit_code=2, http_status=404,
+    ),
+    ErrorSpec(
+        700202, "VaultExists", "A vault or other data already exists at {path}.",
+        causes=("`vault init` only creates a vault in an empty or new folder.",),
+        actions=("Pick a new folder, or use the existing vault.",),
+        exit_code=2, http_status=409,
+    ),
+    ErrorSpec(
+        700203, "RecoveryPointNotFound", "No recovery point matches {rp}.",
+        causes=("The id is mistyped, ambiguous, or the recovery point has expired.",),
+        actions=("List the recovery points with `safehold recovery-points` and use one of the ids shown.",),
+        exit_code=2, http_status=404,
+    ),
+    ErrorSpec(
+        700204, "CatalogCorrupt", "The vault catalog cannot be read: {reason}.",
+        causes=("The catalog database was damaged or written by an incompatible version.",),
+        actions=("Run `safehold check` to see what is affected, and restore the catalog from the vault "
+                 "server's database backup.",),
+        http_status=500,
+    ),
+    ErrorSpec(
+        700205, "ChunkMissing", "Data {chunk} needed by this recovery point is missing from the vault.",
+        causes=("A pack was deleted or the vault catalog lost its index entry.",),
+        actions=("Run `safehold check --read-data` to list the damaged recovery points, then back up again "
+                 "so that the data is stored anew.",),
+        http_status=409,
+    ),
+    # 7003xx: integrity
+    ErrorSpec(
+        700301, "IntegrityError", "Stored data failed verification: {what}.",
+        causes=("Bytes in the vault were changed after they were written: disk fault, tampering or a bug.",),
+        actions=("Run `safehold check --read-data` to list every damaged recovery point.",
+                 "Back up again so that the damaged data is stored anew, then restore from a sound point."),
+        http_status=500,
+    ),
+    ErrorSpec(
+        700302, "CheckFailed", "The check found {count} problem(s).",
+        causes=("Data or metadata in the vault is damaged or missing.",),
+        actions=("Read the problems listed above; each names the recovery points it affects.",
+                 "Back up again to store the damaged data anew; keep the damaged points until then."),
+        exit_code=1,
+    ),
+    # 7004xx: jobs, backup and restore
+    ErrorSpec(
+        700401, "FileChangedWhileRead", "The file changed while it was being read.",
+        causes=("Another program wrote to the file during the backup.",),
+        actions=("The previous version stays in earlier recovery points; the next backup takes the file again. "
+                 "Use a snapshot hook for files that are always in use.",),
+        exit_code=3, kind="file", hex_id=True,
+    ),
+    ErrorSpec(
+        700402, "FileReadError", "The file could not be read: {reason}.",
+        causes=("The operating system refused or failed the read for a reason safehold has no code for.",),
+        actions=("Read the reason, fix the cause, and run the backup again.",),
+        exit_code=3, kind="file", hex_id=True,
+    ),
+    ErrorSpec(
+        700403, "RestoreWriteFailed", "An item could not be restored: {reason}.",
+        causes=("The target file system refused the operation (space, permissions, unsupported type).",),
+        actions=("Check free space and permissions at the target, then restore the listed items again.",),
+        exit_code=3, kind="file", hex_id=True,
+    ),
+    ErrorSpec(
+        700404, "RestoreVerifyFailed", "The item was not restored because its stored data failed verification.",
+        causes=("Stored data of this item was changed after it was written.",),
+        actions=("Run `safehold check --read-data`, then restore this item from another recovery point.",),
+        exit_code=1, kind="file", hex_id=True,
+    ),
+    ErrorSpec(
+        700405, "TargetNotEmpty", "The restore target {path} already holds {name}.",
+        causes=("Restore does not overwrite what is already at the target.",),
+        actions=("Restore into an empty folder, or remove the existing item first.",),
+        exit_code=2, http_status=409,
+    ),
+    ErrorSpec(
+        700406, "Interrupted", "The job was interrupted.",
+        causes=("The job received SIGINT or SIGTERM.",),
+        actions=("Run the job again: what was already stored in the vault is not sent again.",),
+        exit_code=130,
+    ),
+)

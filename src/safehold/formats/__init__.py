@@ -1,0 +1,1 @@
+"""Pure algorithms and byte formats: chunking, keys, sealing, packs, trees, credentials. No I/O."""

@@ -1,0 +1,96 @@
+"""Chunking, chunk ids and sealed chunk blobs (compress, then AES-256-GCM).
+
+Layout in docs/format.md §Chunks. Pure functions of bytes and keys; they run in worker processes too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import blake3
+import zstandard
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from pyfastcdc import FastCDC
+
+from safehold.errors import raise_error
+from safehold.formats.keys import MachineKeys
+from safehold.model import ChunkId
+
+# FastCDC: min 256 KiB, normal 1 MiB, max 4 MiB; files up to SMALL_FILE are one chunk.
+CDC_MIN = 256 * 1024
+CDC_AVG = 1024 * 1024
+CDC_MAX = 4 * 1024 * 1024
+SMALL_FILE = CDC_MIN
+
+COMP_NONE = 0
+COMP_ZSTD = 1
+ZSTD_LEVEL = 3
+NONCE = 12
+TAG = 16
+OVERHEAD = NONCE + 1 + TAG  # nonce, compression id, GCM tag
+MAX_PLAIN = 1 << 30  # largest plaintext accepted (trees of huge folders); checked after authentication
+
+
+def chunker(keys: MachineKeys) -> FastCDC:
+    """A FastCDC cutter whose gear table is keyed, so chunk sizes do not fingerprint known files."""
+    return FastCDC(CDC_AVG - CDC_MIN, min_size=CDC_MIN, max_size=CDC_MAX, seed=keys.chunker_seed)
+
+
+def cut(cdc: FastCDC, data: bytes | memoryview) -> Iterator[memoryview]:
+    if len(data) <= SMALL_FILE:
+        yield memoryview(data)
+        return
+    for c in cdc.cut_buf(data):
+        yield c.data
+
+
+def chunk_id(keys: MachineKeys, data: bytes | memoryview) -> ChunkId:
+    return ChunkId(blake3.blake3(data, key=keys.id_key).digest())
+
+
+def _aad(kind: int, cid: bytes) -> bytes:
+    return b"SHC1" + bytes((kind,)) + cid
+
+
+class Sealer:
+    """Compress-then-encrypt for one machine key. Holds reusable zstd contexts; not thread-safe."""
+
+    def __init__(self, keys: MachineKeys) -> None:
+        self.keys = keys
+        self._aes = AESGCM(keys.enc_key)
+        self._zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        self._zd = zstandard.ZstdDecompressor()
+
+    def seal(self, kind: int, cid: bytes, data: bytes | memoryview) -> bytes:
+        body = self._zc.compress(data) if len(data) >= 64 else b""
+        if body and len(body) < len(data) - len(data) // 32:
+            plain = bytes((COMP_ZSTD,)) + body
+        else:
+            plain = bytes((COMP_NONE,)) + bytes(data)
+        nonce = os.urandom(NONCE)
+        return nonce + self._aes.encrypt(nonce, plain, _aad(kind, cid))
+
+    def open(self, kind: int, cid: bytes, blob: bytes | memoryview, verify_id: bool = True) -> bytes:
+        """Decrypt, decompress and verify that the plaintext hashes to `cid`; IntegrityError otherwise."""
+        blob = bytes(blob)
+        if len(blob) < OVERHEAD:
+            raise_error("IntegrityError", what=f"chunk {cid.hex()[:16]} is truncated")
+        try:
+            plain = self._aes.decrypt(blob[:NONCE], blob[NONCE:], _aad(kind, cid))
+        except InvalidTag:
+            raise_error("IntegrityError", what=f"chunk {cid.hex()[:16]} does not authenticate")
+        comp, body = plain[0], plain[1:]
+        if comp == COMP_ZSTD:
+            try:
+                data = self._zd.decompress(body, max_output_size=MAX_PLAIN)
+            except zstandard.ZstdError as exc:
+                raise_error("IntegrityError", what=f"chunk {cid.hex()[:16]} does not decompress: {exc}")
+        elif comp == COMP_NONE:
+            data = body
+        else:
+            raise_error("IntegrityError", what=f"chunk {cid.hex()[:16]} has unknown compression {comp}")
+        if verify_id and chunk_id(self.keys, data) != cid:
+            raise_error("IntegrityError", what=f"chunk {cid.hex()[:16]} content does not match its id")
+        return data

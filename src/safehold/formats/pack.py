@@ -1,0 +1,75 @@
+"""Pack files: many sealed chunks in one blob, with a sealed trailer that lists them.
+
+Layout in docs/format.md §Packs. A pack's id is the BLAKE3 hash of all its bytes, so the vault verifies
+packs without any key; the agent verifies each chunk with its key.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import blake3
+import msgspec
+
+from safehold.errors import raise_error
+from safehold.formats.chunks import Sealer
+from safehold.model import ChunkId, PackEntry, PackId
+
+MAGIC = b"SHPK"
+VERSION = 1
+HEADER = MAGIC + bytes((VERSION, 0, 0, 0))
+FOOTER = struct.Struct("<I4s")  # trailer length, magic
+TRAILER_KIND = 2
+TRAILER_ID = b"\0" * 32  # the trailer's associated id; distinct kind keeps it apart from chunks
+
+_enc = msgspec.msgpack.Encoder()
+_dec = msgspec.msgpack.Decoder(list[tuple[bytes, int, int, int]])
+
+
+def pack_id(data: bytes | memoryview) -> PackId:
+    return PackId(blake3.blake3(data).hexdigest())
+
+
+class PackBuilder:
+    """Accumulates sealed chunks; `finish()` returns the pack bytes and its entries."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray(HEADER)
+        self.entries: list[PackEntry] = []
+
+    def __len__(self) -> int:
+        return len(self._buf)
+
+    def add(self, cid: ChunkId, kind: int, blob: bytes) -> None:
+        self.entries.append(PackEntry(cid, kind, len(self._buf), len(blob)))
+        self._buf += blob
+
+    def finish(self, sealer: Sealer) -> tuple[PackId, bytes, list[PackEntry]]:
+        listing = _enc.encode([(e.chunk_id, e.kind, e.offset, e.length) for e in self.entries])
+        self._buf += (trailer := sealer.seal(TRAILER_KIND, TRAILER_ID, listing))
+        self._buf += FOOTER.pack(len(trailer), MAGIC)
+        data = bytes(self._buf)
+        return pack_id(data), data, self.entries
+
+
+def read_entries(data: bytes, sealer: Sealer) -> list[PackEntry]:
+    """Parse and authenticate a pack's trailer (used by check and to rebuild a lost index)."""
+    if len(data) < len(HEADER) + FOOTER.size or data[:4] != MAGIC:
+        raise_error("IntegrityError", what="pack header is damaged")
+    if data[4] != VERSION:
+        raise_error("IntegrityError", what=f"pack version {data[4]} is not supported")
+    tlen, magic = FOOTER.unpack_from(data, len(data) - FOOTER.size)
+    start = len(data) - FOOTER.size - tlen
+    if magic != MAGIC or start < len(HEADER):
+        raise_error("IntegrityError", what="pack footer is damaged")
+    listing = sealer.open(TRAILER_KIND, TRAILER_ID, data[start:len(data) - FOOTER.size],
+                           verify_id=False)
+    try:
+        rows = _dec.decode(listing)
+    except msgspec.DecodeError as exc:
+        raise_error("IntegrityError", what=f"pack trailer does not decode: {exc}")
+    entries = [PackEntry(ChunkId(c), k, o, n) for c, k, o, n in rows]
+    for e in entries:
+        if e.offset < len(HEADER) or e.offset + e.length > start:
+            raise_error("IntegrityError", what="pack trailer points outside the pack")
+    return entries

@@ -1,0 +1,75 @@
+"""The small interfaces the engines depend on: blob storage, the vault as the agent sees it, the clock.
+
+Adapters implement them (vault/blobstore.py, vault/embedded.py, later the HTTP client); engines never pick one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from typing import Protocol
+
+from safehold.formats.credentials import VaultCredentials
+from safehold.model import (
+    BackupStats,
+    ChunkId,
+    ChunkLocation,
+    JobStatus,
+    MachineId,
+    MachineInfo,
+    PackEntry,
+    PackId,
+    RecoveryPoint,
+    VaultInfo,
+)
+
+
+class Clock(Protocol):
+    def now_ns(self) -> int: ...
+
+
+class SystemClock:
+    def now_ns(self) -> int:
+        return time.time_ns()
+
+
+class BlobStore(Protocol):
+    """Immutable named blobs. `put` of an existing name with the same bytes is a no-op."""
+
+    def put(self, name: str, data: bytes) -> None: ...
+    def get(self, name: str) -> bytes: ...
+    def get_range(self, name: str, offset: int, length: int) -> bytes: ...
+    def size(self, name: str) -> int | None: ...
+    def delete(self, name: str) -> None: ...
+    def list(self, prefix: str) -> Iterator[tuple[str, int]]: ...
+
+
+class VaultClient(Protocol):
+    """Everything the agent asks of a vault. Raises `SafeholdError` with catalog codes on refusal."""
+
+    def info(self) -> VaultInfo: ...
+
+    # registration and keys
+    def register(self, creds: VaultCredentials, machine: MachineInfo, wrapped_key: bytes) -> str:
+        """Consume a credentials file, record the machine; returns the machine's access token."""
+        ...
+
+    def wrapped_key(self, machine_id: MachineId) -> bytes: ...
+
+    # backup sessions
+    def known_chunks(self, machine_id: MachineId) -> Iterable[ChunkId]: ...
+    def begin_session(self, machine_id: MachineId) -> str: ...
+    def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes,
+                 entries: list[PackEntry]) -> None: ...
+    def commit(self, machine_id: MachineId, session: str, root: ChunkId, status: JobStatus,
+               stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes) -> RecoveryPoint: ...
+    def abort_session(self, machine_id: MachineId, session: str) -> None: ...
+
+    # reading
+    def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]: ...
+    def locate(self, machine_id: MachineId, ids: Iterable[ChunkId]) -> dict[ChunkId, ChunkLocation]: ...
+    def read(self, machine_id: MachineId, pack_id: PackId, offset: int, length: int) -> bytes: ...
+    def packs(self, machine_id: MachineId) -> list[tuple[PackId, int]]: ...
+    def read_pack(self, machine_id: MachineId, pack_id: PackId) -> bytes: ...
+    def index(self, machine_id: MachineId) -> Iterator[tuple[ChunkId, ChunkLocation]]: ...
+    def refs(self, machine_id: MachineId, rp_id: str) -> list[ChunkId]: ...

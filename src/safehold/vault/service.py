@@ -1,0 +1,317 @@
+"""The vault service: credentials, registration, pack intake, the chunk index and recovery points.
+
+It holds no key and never reads a chunk's contents. Embedded mode calls it in-process; the vault server
+(later) puts HTTP in front of the same object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from safehold import __version__
+from safehold.errors import raise_error
+from safehold.formats import credentials as credfmt
+from safehold.formats.credentials import VaultCredentials
+from safehold.formats.pack import pack_id as compute_pack_id
+from safehold.model import (
+    BackupStats,
+    ChunkId,
+    ChunkLocation,
+    JobStatus,
+    MachineId,
+    MachineInfo,
+    PackEntry,
+    PackId,
+    RecoveryPoint,
+    RecoveryPointId,
+    VaultId,
+    VaultInfo,
+)
+from safehold.ports import BlobStore, Clock, SystemClock
+from safehold.vault import catalog as t
+from safehold.vault.blobstore import ObjectBlobStore
+
+VAULT_FILE = "vault.json"
+VAULT_FORMAT = "safehold-vault"
+FORMAT_VERSION = 1
+DEFAULT_MAX_MACHINES = 50
+DAY_NS = 86_400 * 10**9
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _pack_name(machine_id: str, pack_id: str) -> str:
+    return f"packs/{machine_id}/{pack_id[:2]}/{pack_id}"
+
+
+class VaultService:
+    def __init__(self, eng: sa.Engine, blobs: BlobStore, url: str, clock: Clock | None = None) -> None:
+        self.eng = eng
+        self.blobs = blobs
+        self.url = url
+        self.clock = clock or SystemClock()
+        with eng.connect() as c:
+            row = c.execute(sa.select(t.vault)).one_or_none()
+        if row is None:
+            raise_error("CatalogCorrupt", reason="the vault table is empty")
+        self.vault_id = VaultId(row.vault_id)
+        self.name: str = row.name
+
+    # ---- creation and opening of an embedded (folder) vault ------------------------------------
+
+    @classmethod
+    def init_folder(cls, folder: Path, name: str | None = None, max_machines: int = DEFAULT_MAX_MACHINES,
+                    clock: Clock | None = None) -> VaultService:
+        folder = folder.absolute()
+        if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+            raise_error("VaultExists", path=str(folder))
+        if not 1 <= max_machines <= 100_000:
+            raise_error("InvalidArgument", what="--max-machines must be between 1 and 100000")
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        eng = t.engine(f"sqlite:///{folder / 'catalog.sqlite'}")
+        t.create(eng)
+        vault_id = uuid.uuid4().hex
+        with eng.begin() as c:
+            c.execute(sa.insert(t.vault).values(
+                vault_id=vault_id, name=name or folder.name, created_ns=(clock or SystemClock()).now_ns(),
+                max_machines=max_machines, format_version=FORMAT_VERSION))
+        doc = {"format": VAULT_FORMAT, "version": FORMAT_VERSION, "vault_id": vault_id,
+               "catalog": "catalog.sqlite", "blobs": "blobs"}
+        (folder / VAULT_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        return cls.open_folder(folder, clock)
+
+    @classmethod
+    def open_folder(cls, folder: Path, clock: Clock | None = None) -> VaultService:
+        folder = folder.absolute()
+        try:
+            doc = json.loads((folder / VAULT_FILE).read_text())
+            if doc["format"] != VAULT_FORMAT or doc["version"] != FORMAT_VERSION:
+                raise ValueError("not a safehold vault of a known version")
+            catalog_path = folder / str(doc["catalog"])
+            blob_path = folder / str(doc["blobs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise_error("VaultNotFound", path=str(folder))
+        if not catalog_path.is_file():
+            raise_error("CatalogCorrupt", reason=f"{catalog_path} is missing")
+        eng = t.engine(f"sqlite:///{catalog_path}")
+        try:
+            svc = cls(eng, ObjectBlobStore.local(blob_path), folder.as_uri(), clock)
+        except sa.exc.DatabaseError as exc:
+            raise_error("CatalogCorrupt", reason=str(exc.orig))
+        if svc.vault_id != doc["vault_id"]:
+            raise_error("CatalogCorrupt", reason="the catalog belongs to another vault")
+        return svc
+
+    # ---- administration -------------------------------------------------------------------------
+
+    def info(self) -> VaultInfo:
+        with self.eng.connect() as c:
+            row = c.execute(sa.select(t.vault)).one()
+        return VaultInfo(VaultId(row.vault_id), row.name, __version__, row.max_machines)
+
+    def set_max_machines(self, limit: int) -> None:
+        if not 1 <= limit <= 100_000:
+            raise_error("InvalidArgument", what="--max-machines must be between 1 and 100000")
+        with self.eng.begin() as c:
+            c.execute(sa.update(t.vault).values(max_machines=limit))
+
+    def issue_credentials(self, valid_days: float = credfmt.DEFAULT_VALID_DAYS) -> VaultCredentials:
+        """A new credentials file; every older one that was not used yet stops being valid."""
+        if not 0 < valid_days <= 365:
+            raise_error("InvalidArgument", what="--valid-days must be more than 0 and at most 365")
+        now = self.clock.now_ns()
+        creds = VaultCredentials(
+            vault_id=self.vault_id, vault_name=self.name, url=self.url, tls_fingerprint=None,
+            credential_id=uuid.uuid4().hex, secret=os.urandom(32),
+            issued_ns=now, expires_ns=now + int(valid_days * DAY_NS))
+        with self.eng.begin() as c:
+            c.execute(sa.update(t.credentials).where(t.credentials.c.state == "active")
+                      .values(state="superseded"))
+            c.execute(sa.insert(t.credentials).values(
+                credential_id=creds.credential_id, secret_digest=credfmt.secret_digest(creds.secret),
+                issued_ns=creds.issued_ns, expires_ns=creds.expires_ns, state="active"))
+        return creds
+
+    def machines(self) -> list[dict[str, Any]]:
+        with self.eng.connect() as c:
+            rows = c.execute(sa.select(t.machines.c.machine_id, t.machines.c.hostname,
+                                       t.machines.c.registered_ns, t.machines.c.agent_version)).all()
+        return [dict(r._mapping) for r in rows]
+
+    # ---- registration -----------------------------------------------------------------------------
+
+    def register(self, creds: VaultCredentials, machine: MachineInfo, wrapped_key: bytes) -> str:
+        if creds.vault_id != self.vault_id:
+            raise_error("VaultCredentialsInvalid", reason="the file was not issued by this vault")
+        now = self.clock.now_ns()
+        token = secrets.token_urlsafe(32)
+        with self.eng.begin() as c:
+            row = c.execute(sa.select(t.credentials).where(
+                t.credentials.c.credential_id == creds.credential_id)).one_or_none()
+            if row is None or not secrets.compare_digest(row.secret_digest, credfmt.secret_digest(creds.secret)):
+                raise_error("VaultCredentialsInvalid", reason="the vault does not know this file")
+            if row.state == "superseded":
+                raise_error("VaultCredentialsInvalid",
+                            reason="a newer credentials file was issued after this one")
+            if row.state == "used":
+                raise_error("VaultCredentialsInvalid", reason="this file was already used to register")
+            if now >= row.expires_ns:
+                raise_error("VaultCredentialsInvalid", reason="the file has expired")
+            existing = c.execute(sa.select(t.machines.c.machine_id).where(
+                t.machines.c.machine_id == machine.machine_id)).one_or_none()
+            limit = c.execute(sa.select(t.vault.c.max_machines)).scalar_one()
+            count = c.execute(sa.select(sa.func.count()).select_from(t.machines)).scalar_one()
+            if existing is None and count >= limit:
+                raise_error("MachineLimitReached", limit=limit)
+            values = {"hostname": machine.hostname, "os_machine_id": machine.os_machine_id,
+                      "agent_version": machine.agent_version, "registered_ns": now,
+                      "token_digest": _digest(token), "wrapped_key": wrapped_key}
+            if existing is None:
+                c.execute(sa.insert(t.machines).values(machine_id=machine.machine_id, **values))
+            else:
+                c.execute(sa.update(t.machines).where(t.machines.c.machine_id == machine.machine_id)
+                          .values(**values))
+            c.execute(sa.update(t.credentials).where(t.credentials.c.credential_id == creds.credential_id)
+                      .values(state="used", used_by=machine.machine_id))
+        return token
+
+    def wrapped_key(self, machine_id: MachineId) -> bytes:
+        with self.eng.connect() as c:
+            key = c.execute(sa.select(t.machines.c.wrapped_key).where(
+                t.machines.c.machine_id == machine_id)).scalar_one_or_none()
+        if key is None:
+            raise_error("NotRegistered", home="the vault")
+        return bytes(key)
+
+    # ---- backup sessions ----------------------------------------------------------------------------
+
+    def known_chunks(self, machine_id: MachineId) -> Iterator[ChunkId]:
+        with self.eng.connect() as c:
+            for (cid,) in c.execute(sa.select(t.chunks.c.chunk_id).where(t.chunks.c.machine_id == machine_id)):
+                yield ChunkId(bytes(cid))
+
+    def begin_session(self, machine_id: MachineId) -> str:
+        session = uuid.uuid4().hex
+        with self.eng.begin() as c:
+            c.execute(sa.insert(t.sessions).values(session_id=session, machine_id=machine_id,
+                                                   started_ns=self.clock.now_ns()))
+        return session
+
+    def abort_session(self, machine_id: MachineId, session: str) -> None:
+        with self.eng.begin() as c:
+            c.execute(sa.delete(t.sessions).where(t.sessions.c.session_id == session,
+                                                  t.sessions.c.machine_id == machine_id))
+
+    def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes,
+                 entries: list[PackEntry]) -> None:
+        if compute_pack_id(data) != pack_id:
+            raise_error("IntegrityError", what=f"pack {pack_id[:16]} arrived damaged")
+        for e in entries:
+            if e.offset < 8 or e.length <= 0 or e.offset + e.length > len(data) or len(e.chunk_id) != 32:
+                raise_error("IntegrityError", what=f"pack {pack_id[:16]} lists a chunk outside the pack")
+        name = _pack_name(machine_id, pack_id)
+        if self.blobs.size(name) != len(data):
+            self.blobs.put(name, data)
+        now = self.clock.now_ns()
+        with self.eng.begin() as c:
+            known = {bytes(r[0]) for r in c.execute(sa.select(t.chunks.c.chunk_id).where(
+                t.chunks.c.machine_id == machine_id,
+                t.chunks.c.chunk_id.in_([e.chunk_id for e in entries])))} if entries else set()
+            if c.execute(sa.select(t.packs.c.pack_id).where(
+                    t.packs.c.machine_id == machine_id, t.packs.c.pack_id == pack_id)).first() is None:
+                c.execute(sa.insert(t.packs).values(machine_id=machine_id, pack_id=pack_id, size=len(data),
+                                                    created_ns=now))
+            rows = [{"machine_id": machine_id, "chunk_id": e.chunk_id, "pack_id": pack_id,
+                     "offset": e.offset, "length": e.length, "kind": e.kind}
+                    for e in entries if e.chunk_id not in known]
+            if rows:
+                c.execute(sa.insert(t.chunks), rows)
+
+    def commit(self, machine_id: MachineId, session: str, root: ChunkId, status: JobStatus,
+               stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes) -> RecoveryPoint:
+        ref_set = set(refs)
+        ref_set.add(root)
+        known = set(self.known_chunks(machine_id))
+        missing = ref_set - known
+        if missing:
+            raise_error("ChunkMissing", chunk=next(iter(missing)).hex()[:16])
+        rp = RecoveryPoint(
+            rp_id=RecoveryPointId(uuid.uuid4().hex), machine_id=machine_id, created_ns=self.clock.now_ns(),
+            root=root, status=status, stats=stats, sealed_meta=sealed_meta)
+        with self.eng.begin() as c:
+            c.execute(sa.insert(t.recovery_points).values(
+                rp_id=rp.rp_id, machine_id=machine_id, created_ns=rp.created_ns, root=root,
+                status=str(status), stats=asdict(stats), sealed_meta=sealed_meta,
+                refs=b"".join(sorted(ref_set))))
+            c.execute(sa.delete(t.sessions).where(t.sessions.c.session_id == session))
+        return rp
+
+    # ---- reading --------------------------------------------------------------------------------------
+
+    def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]:
+        cols = [c for c in t.recovery_points.c if c.name != "refs"]
+        with self.eng.connect() as c:
+            rows = c.execute(sa.select(*cols).where(t.recovery_points.c.machine_id == machine_id)
+                             .order_by(t.recovery_points.c.created_ns)).all()
+        return [RecoveryPoint(
+            rp_id=RecoveryPointId(r.rp_id), machine_id=MachineId(r.machine_id), created_ns=r.created_ns,
+            root=ChunkId(bytes(r.root)), status=JobStatus(r.status), stats=BackupStats(**r.stats),
+            sealed_meta=bytes(r.sealed_meta)) for r in rows]
+
+    def refs(self, machine_id: MachineId, rp_id: str) -> list[ChunkId]:
+        with self.eng.connect() as c:
+            blob = c.execute(sa.select(t.recovery_points.c.refs).where(
+                t.recovery_points.c.machine_id == machine_id,
+                t.recovery_points.c.rp_id == rp_id)).scalar_one_or_none()
+        if blob is None:
+            raise_error("RecoveryPointNotFound", rp=rp_id)
+        blob = bytes(blob)
+        return [ChunkId(blob[i:i + 32]) for i in range(0, len(blob), 32)]
+
+    def locate(self, machine_id: MachineId, ids: Iterable[ChunkId]) -> dict[ChunkId, ChunkLocation]:
+        wanted = list(dict.fromkeys(ids))
+        out: dict[ChunkId, ChunkLocation] = {}
+        c_ = t.chunks.c
+        with self.eng.connect() as c:
+            for i in range(0, len(wanted), 500):
+                batch = wanted[i:i + 500]
+                for r in c.execute(sa.select(c_.chunk_id, c_.pack_id, c_.offset, c_.length, c_.kind).where(
+                        c_.machine_id == machine_id, c_.chunk_id.in_(batch))):
+                    out[ChunkId(bytes(r.chunk_id))] = ChunkLocation(PackId(r.pack_id), r.offset, r.length, r.kind)
+        return out
+
+    def index(self, machine_id: MachineId) -> Iterator[tuple[ChunkId, ChunkLocation]]:
+        c_ = t.chunks.c
+        with self.eng.connect() as c:
+            for r in c.execute(sa.select(c_.chunk_id, c_.pack_id, c_.offset, c_.length, c_.kind)
+                               .where(c_.machine_id == machine_id)):
+                yield ChunkId(bytes(r.chunk_id)), ChunkLocation(PackId(r.pack_id), r.offset, r.length, r.kind)
+
+    def read(self, machine_id: MachineId, pack_id: PackId, offset: int, length: int) -> bytes:
+        try:
+            return self.blobs.get_range(_pack_name(machine_id, pack_id), offset, length)
+        except FileNotFoundError:
+            raise_error("ChunkMissing", chunk=f"pack {pack_id[:16]}")
+
+    def packs(self, machine_id: MachineId) -> list[tuple[PackId, int]]:
+        with self.eng.connect() as c:
+            return [(PackId(r.pack_id), r.size) for r in c.execute(
+                sa.select(t.packs.c.pack_id, t.packs.c.size).where(t.packs.c.machine_id == machine_id))]
+
+    def read_pack(self, machine_id: MachineId, pack_id: PackId) -> bytes:
+        try:
+            return self.blobs.get(_pack_name(machine_id, pack_id))
+        except FileNotFoundError:
+            raise_error("ChunkMissing", chunk=f"pack {pack_id[:16]}")

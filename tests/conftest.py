@@ -1,0 +1,81 @@
+"""Shared fixtures: a fake clock, an embedded vault, and a CLI runner that starts the real `safehold`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+PASSPHRASE = "correct horse battery staple 2026"
+
+
+class FakeClock:
+    def __init__(self, ns: int = 1_800_000_000 * 10**9) -> None:
+        self.ns = ns
+
+    def now_ns(self) -> int:
+        return self.ns
+
+    def advance(self, seconds: float) -> None:
+        self.ns += int(seconds * 1e9)
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json_lines(self) -> list[dict]:
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+
+class Cli:
+    """Runs `safehold` as a separate process, the way users do, with its own agent folder."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+
+    def __call__(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Result:
+        full_env = {**os.environ, "SAFEHOLD_HOME": str(self.home), **(env or {})}
+        full_env.pop("SAFEHOLD_PASSPHRASE_FILE", None)
+        p = subprocess.run([sys.executable, "-m", "safehold.cli.main", *map(str, args)], env=full_env,
+                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def ok(self, *args: str | os.PathLike[str]) -> Result:
+        r = self(*args)
+        assert r.code == 0, f"safehold {' '.join(map(str, args))} -> {r.code}\n{r.out}\n{r.err}"
+        return r
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def passphrase_file(tmp_path: Path) -> Path:
+    p = tmp_path / "passphrase"
+    p.write_text(PASSPHRASE + "\n")
+    p.chmod(0o600)
+    return p
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Cli:
+    return Cli(tmp_path / "agent")
+
+
+@pytest.fixture
+def registered(tmp_path: Path, cli: Cli, passphrase_file: Path) -> Cli:
+    """A vault in tmp_path/vault and this machine registered with it through the CLI."""
+    creds = tmp_path / "v.vaultcredentials"
+    cli.ok("vault", "init", tmp_path / "vault", "--credentials-out", creds)
+    cli.ok("register", "--credentials", creds, "--passphrase-file", passphrase_file)
+    return cli
