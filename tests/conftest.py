@@ -34,6 +34,9 @@ class Result:
     def json_lines(self) -> list[dict]:
         return [json.loads(line) for line in self.out.splitlines() if line.strip()]
 
+    def summary(self) -> dict:
+        return next(e for e in reversed(self.json_lines()) if e.get("event") == "summary")
+
 
 class Cli:
     """Runs `safehold` as a separate process, the way users do, with its own agent folder."""
@@ -41,10 +44,11 @@ class Cli:
     def __init__(self, home: Path) -> None:
         self.home = home
 
-    def __call__(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None) -> Result:
+    def __call__(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None,
+                 prefix: tuple[str, ...] = ()) -> Result:
         full_env = {**os.environ, "SAFEHOLD_HOME": str(self.home), **(env or {})}
         full_env.pop("SAFEHOLD_PASSPHRASE_FILE", None)
-        p = subprocess.run([sys.executable, "-m", "safehold.cli.main", *map(str, args)], env=full_env,
+        p = subprocess.run([*prefix, sys.executable, "-m", "safehold.cli.main", *map(str, args)], env=full_env,
                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
         return Result(p.returncode, p.stdout, p.stderr)
 
@@ -52,6 +56,11 @@ class Cli:
         r = self(*args)
         assert r.code == 0, f"safehold {' '.join(map(str, args))} -> {r.code}\n{r.out}\n{r.err}"
         return r
+
+
+def restored(target: Path, src: Path) -> Path:
+    """Where restore puts `src` below `target` (absolute paths are recreated)."""
+    return target / str(src).lstrip("/")
 
 
 @pytest.fixture

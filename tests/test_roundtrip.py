@@ -6,11 +6,8 @@ import os
 from pathlib import Path
 
 from conftest import Cli
+from conftest import restored as _restored
 from fidelity import build_tree, diff_snapshots, snapshot
-
-
-def _restored(target: Path, src: Path) -> Path:
-    return target / str(src).lstrip("/")
 
 
 def test_round_trip_keeps_everything(registered: Cli, tmp_path: Path) -> None:

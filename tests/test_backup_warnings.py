@@ -1,0 +1,126 @@
+"""Items that cannot be read are skipped and listed; the job completes with warnings and loses nothing else."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PASSPHRASE, Cli, restored
+
+from safehold.agent.backup import BackupEngine
+from safehold.agent.checksums import ChecksumStore
+from safehold.agent.events import Event, ItemFailed, Progress
+from safehold.agent.home import AgentHome, CacheFolder
+from safehold.agent.joblock import JobLock
+from safehold.agent.registration import open_keys, register
+from safehold.model import JobStatus, MachineId
+from safehold.vault.service import VaultService
+
+# Run the agent as root without the capabilities that let root read anything (CAP_DAC_*).
+NO_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all")
+
+
+def _failed_list(cli: Cli) -> list[list[str]]:
+    reg = json.loads((cli.home / "registration.json").read_text())
+    logs = sorted((Path(reg["cache_folder"]) / "logs").glob("FailedFiles-*.txt"))
+    assert logs, "no failed-file list was written"
+    return [line.split("\t") for line in logs[-1].read_text().splitlines()]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to drop capabilities")
+def test_access_denied_is_listed_and_the_rest_kept(registered: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "closed").mkdir(parents=True)
+    (src / "closed" / "inside").write_text("hidden")
+    (src / "ok.txt").write_text("fine")
+    (src / "secret.txt").write_text("secret")
+    (src / "secret.txt").chmod(0)
+    (src / "closed").chmod(0)
+    src.chmod(0o755)
+    tmp_path.chmod(0o755)
+    r = registered("backup", src, "--json", prefix=NO_DAC)
+    assert r.code == 3, r.err
+    events = r.json_lines()
+    summary = events[-1]
+    assert summary["status"] == "CompletedWithWarnings" and summary["failed_files"] == 2
+    failed = {e["path"]: e["id"] for e in events if e["event"] == "item_failed"}
+    assert failed == {f"{src}/secret.txt": "0x80070005", f"{src}/closed": "0x80070005"}
+    rows = _failed_list(registered)
+    assert {(row[0], row[1]) for row in rows} == set(failed.items())
+    assert all(row[4] for row in rows), "every line names a recommended action"
+    target = tmp_path / "restore"
+    registered.ok("restore", "latest", "--target", target)
+    assert (restored(target, src) / "ok.txt").read_text() == "fine"
+    assert not (restored(target, src) / "secret.txt").exists()
+
+
+def _engine(tmp_path: Path, sink) -> tuple[BackupEngine, ChecksumStore]:  # type: ignore[no-untyped-def]
+    svc = VaultService.init_folder(tmp_path / "vault")
+    creds = tmp_path / "c.vaultcredentials"
+    creds.write_bytes(svc.issue_credentials().encode())
+    reg = register(AgentHome(tmp_path / "agent"), creds, PASSPHRASE, lambda c: svc)
+    keys = open_keys(reg, PASSPHRASE)
+    store = ChecksumStore(CacheFolder(Path(reg.cache_folder)).checksum_store, keys.key_id)
+    return BackupEngine(svc, MachineId(reg.machine_id), keys, store, sink), store
+
+
+def test_file_vanishing_during_the_walk_is_listed(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in "abc":
+        (src / name).write_text(name)
+    seen: list[Event] = []
+
+    def sink(event: Event) -> None:
+        seen.append(event)
+        if isinstance(event, Progress) and (src / "b").exists():
+            (src / "b").unlink()  # gone after the folder was listed, before it was read
+
+    engine, store = _engine(tmp_path, sink)
+    result = engine.run([str(src)])
+    store.close()
+    assert result.status == JobStatus.WARNINGS
+    assert [(f.path, f.code) for f in result.failed] == [(os.fsencode(src / "b"), "FileNotFound")]
+    assert any(isinstance(e, ItemFailed) for e in seen)
+    assert result.recovery_point.stats.files == 2
+
+
+def test_file_changing_while_read_is_listed(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    busy = src / "busy.log"
+    busy.write_bytes(os.urandom(24 * 1024 * 1024))
+    (src / "calm.txt").write_text("calm")
+    writer = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\n"
+         f"f = open({str(busy)!r}, 'ab', buffering=0)\n"
+         "f.write(b'x'); print('started', flush=True)\n"
+         "while True:\n    f.write(b'y' * 512); time.sleep(0.0005)\n"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline().strip() == "started"
+        engine, store = _engine(tmp_path, lambda e: None)
+        result = engine.run([str(src)])
+        store.close()
+    finally:
+        writer.kill()
+        writer.wait()
+        if writer.stdout is not None:
+            writer.stdout.close()
+    assert [(f.path, f.code) for f in result.failed] == [(os.fsencode(busy), "FileChangedWhileRead")]
+    assert result.status == JobStatus.WARNINGS
+    assert result.recovery_point.stats.files == 1
+
+
+def test_second_job_is_refused(registered: Cli, tmp_path: Path) -> None:
+    reg = json.loads((registered.home / "registration.json").read_text())
+    src = tmp_path / "src"
+    src.mkdir()
+    with JobLock(CacheFolder(Path(reg["cache_folder"])).lock_file, "backup"):
+        r = registered("backup", src)
+    assert r.code == 4 and "34528" in r.err
+    registered.ok("backup", src)

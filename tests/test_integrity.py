@@ -1,0 +1,79 @@
+"""Tampering with packs, trees or the index is found by `check` and never restored silently."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from conftest import Cli, restored
+
+
+def _setup(registered: Cli, tmp_path: Path) -> tuple[Path, Path, str]:
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.bin").write_bytes(bytes(range(256)) * 4000)
+    (src / "sub" / "b.txt").write_text("hello " * 1000)
+    rp = registered.ok("backup", src, "--json").json_lines()[-1]["recovery_point"]
+    return src, tmp_path / "vault", rp
+
+
+def _db(vault: Path) -> sqlite3.Connection:
+    return sqlite3.connect(vault / "catalog.sqlite")
+
+
+def _flip(vault: Path, pack_id: str, offset: int) -> None:
+    path = next((vault / "blobs" / "packs").rglob(pack_id))
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+def _chunk(vault: Path, kind: int) -> tuple[str, int, int]:
+    with _db(vault) as db:
+        return db.execute("SELECT pack_id, offset, length FROM chunks WHERE kind = ? ORDER BY length DESC",
+                          (kind,)).fetchone()
+
+
+def test_clean_vault_checks_clean(registered: Cli, tmp_path: Path) -> None:
+    _setup(registered, tmp_path)
+    r = registered.ok("check", "--read-data", "--json")
+    assert r.summary()["problems"] == []
+
+
+def test_flipped_data_byte_is_found_and_not_restored(registered: Cli, tmp_path: Path) -> None:
+    src, vault, rp = _setup(registered, tmp_path)
+    pack_id, offset, length = _chunk(vault, 0)
+    _flip(vault, pack_id, offset + length // 2)
+    r = registered("check", "--read-data", "--json")
+    assert r.code == 1
+    problems = r.summary()["problems"]
+    assert any(rp in p["recovery_points"] for p in problems), problems
+    target = tmp_path / "restore"
+    r = registered("restore", "latest", "--target", target, "--json")
+    assert r.code == 1
+    failed = [e for e in r.json_lines() if e["event"] == "item_failed"]
+    assert failed and all(e["code"] == "RestoreVerifyFailed" for e in failed)
+    out = restored(target, src)
+    assert not (out / "a.bin").exists(), "a file with damaged data must not be written"
+    assert (out / "sub" / "b.txt").read_text() == "hello " * 1000
+
+
+def test_flipped_tree_byte_is_found_without_read_data(registered: Cli, tmp_path: Path) -> None:
+    _, vault, rp = _setup(registered, tmp_path)
+    pack_id, offset, length = _chunk(vault, 1)
+    _flip(vault, pack_id, offset + length - 5)
+    r = registered("check", "--json")
+    assert r.code == 1
+    problems = r.summary()["problems"]
+    assert any("tree" in p["problem"] and rp in p["recovery_points"] for p in problems), problems
+
+
+def test_damaged_index_is_found(registered: Cli, tmp_path: Path) -> None:
+    _, vault, rp = _setup(registered, tmp_path)
+    with _db(vault) as db:
+        db.execute("UPDATE chunks SET offset = offset + 1 WHERE rowid = (SELECT rowid FROM chunks WHERE kind = 0 "
+                   "ORDER BY length DESC LIMIT 1)")
+    r = registered("check", "--read-data", "--json")
+    assert r.code == 1
+    problems = r.summary()["problems"]
+    assert any(rp in p["recovery_points"] for p in problems), problems
