@@ -124,3 +124,25 @@ def test_second_job_is_refused(registered: Cli, tmp_path: Path) -> None:
         r = registered("backup", src)
     assert r.code == 4 and "34528" in r.err
     registered.ok("backup", src)
+
+
+@pytest.mark.parametrize("damage", ["corrupt", "lost"])
+def test_damaged_checksum_store_is_rebuilt_from_last_recovery_point(registered: Cli, tmp_path: Path,
+                                                                     damage: str) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(2_000_000))
+    (src / "small").write_text("s")
+    registered.ok("backup", src)
+    reg = json.loads((registered.home / "registration.json").read_text())
+    store = CacheFolder(Path(reg["cache_folder"])).checksum_store
+    for extra in ("-wal", "-shm"):
+        Path(str(store) + extra).unlink(missing_ok=True)
+    if damage == "corrupt":
+        store.write_bytes(b"this is not a database" * 100)
+    else:
+        store.unlink()
+    r = registered.ok("backup", src, "--json")
+    notices = [e for e in r.json_lines() if e["event"] == "notice"]
+    assert any(n["code"] == "SalChecksumStoreInitializationFailed" for n in notices), r.out
+    assert r.summary()["bytes_read"] == 0, "unchanged files must not be read again after the rebuild"

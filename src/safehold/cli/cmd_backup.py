@@ -6,12 +6,12 @@ import click
 
 from safehold.agent.backup import BackupEngine
 from safehold.agent.checksums import ChecksumStore
+from safehold.agent.events import Notice
 from safehold.agent.joblock import JobLock
 from safehold.agent.joblog import write_failed_files
 from safehold.agent.registration import local_hostname
 from safehold.cli.context import load_agent, vault_folder
 from safehold.cli.render import EventRenderer, emit_json, human_bytes
-from safehold.errors import spec
 from safehold.model import JobStatus
 
 EXIT_WARNINGS = 3
@@ -42,9 +42,8 @@ def command(obj: dict[str, str | None], paths: tuple[str, ...], exclude: tuple[s
         store, damage = ChecksumStore.open_or_reset(cache.checksum_store, agent.keys.key_id)
         try:
             if damage:
-                renderer_notice = spec("SalChecksumStoreInitializationFailed")
-                click.echo(f"note: [{renderer_notice.id_text}] checksum store was damaged ({damage}); "
-                           "it is rebuilt from the last recovery point", err=True)
+                renderer(Notice("SalChecksumStoreInitializationFailed",
+                                f"the checksum store was damaged ({damage}) and was set aside"))
             previous = agent.vault.recovery_points(agent.machine_id)
             engine = BackupEngine(agent.vault, agent.machine_id, agent.keys, store, renderer, exclude, skip,
                                   hostname=local_hostname())

@@ -53,6 +53,11 @@ def main(argv: list[str] | None = None) -> None:
             raise
         render_error(error("InvalidArgument", what=f"{exc.filename or ''}: {exc.strerror or exc}"), as_json)
         sys.exit(1)
+    except Exception as exc:  # the last line of defence: one message, no traceback
+        if os.environ.get("SAFEHOLD_DEBUG"):
+            raise
+        render_error(error("InternalError", detail=f"{type(exc).__name__}: {exc}"), as_json)
+        sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)
 
 

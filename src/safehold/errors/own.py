@@ -19,6 +19,12 @@ ENTRIES: tuple[ErrorSpec, ...] = (
         actions=("Check the path for typing mistakes and that this user may read it.",),
         exit_code=2, http_status=400,
     ),
+    ErrorSpec(
+        700003, "InternalError", "safehold hit an unexpected problem.",
+        causes=("A defect in safehold or a situation it does not know yet.",),
+        actions=("Run the command again with SAFEHOLD_DEBUG=1 to see the full trace, and report it with the "
+                 "output of `safehold --version`.",),
+    ),
     # 7001xx: registration and keys
     ErrorSpec(
         700101, "NotRegistered", "This machine is not registered with a vault.",
