@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PASSPHRASE, Cli, restored
 
+from conftest import PASSPHRASE, Cli, restored
 from safehold.agent.backup import BackupEngine
 from safehold.agent.checksums import ChecksumStore
 from safehold.agent.events import Event, ItemFailed, Progress

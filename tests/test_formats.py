@@ -185,8 +185,9 @@ def test_credentials_round_trip_and_rules() -> None:
     c = _creds()
     assert credfmt.parse("x.vaultcredentials", c.encode()) == c
     assert credfmt.parse("X.VaultCredentials", c.encode()) == c
-    for name, data in [("x.json", c.encode()), ("x.vaultcredentials", c.encode()[:-30]),
-                       ("x.vaultcredentials", b"\xff\xfe"), ("x.vaultcredentials", c.encode().replace(b"file", b"ftp"))]:
+    cases = [("x.json", c.encode()), ("x.vaultcredentials", c.encode()[:-30]),
+             ("x.vaultcredentials", b"\xff\xfe"), ("x.vaultcredentials", c.encode().replace(b"file", b"ftp"))]
+    for name, data in cases:
         with pytest.raises(SafeholdError) as exc:
             credfmt.parse(name, data)
         assert exc.value.spec.id_text == "34513"

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import PASSPHRASE, Cli, FakeClock
 
+from conftest import PASSPHRASE, Cli, FakeClock
 from safehold.agent.home import AgentHome
 from safehold.agent.registration import open_keys, register
 from safehold.errors import SafeholdError

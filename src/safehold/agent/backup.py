@@ -9,11 +9,11 @@ from __future__ import annotations
 import errno
 import fnmatch
 import os
-import stat
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import TypeAlias
 
 import msgspec
 
@@ -45,6 +45,10 @@ META_KIND = 3
 META_ID = b"\0" * 32
 PROGRESS_EVERY_S = 0.25
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+# Path components leading to the backed-up targets; None marks a target (everything below it).
+Trie: TypeAlias = dict[bytes, "Trie | None"]
 
 
 class ChangedWhileRead(Exception):
@@ -239,19 +243,21 @@ class BackupEngine:
         return [t for t in out if not any(t != o and (o == b"/" or t.startswith(o + b"/")) for o in out)]
 
     @staticmethod
-    def _trie(targets: list[bytes]) -> dict[bytes, dict]:  # type: ignore[type-arg]
-        root: dict[bytes, dict] = {}  # type: ignore[type-arg]
+    def _trie(targets: list[bytes]) -> Trie:
+        root: Trie = {}
         for t in targets:
             node = root
             parts = [p for p in t.split(b"/") if p]
             if not parts:
                 return {b"": {}}
             for part in parts[:-1]:
-                node = node.setdefault(part, {})
+                child = node.setdefault(part, {})
+                assert child is not None  # nested targets were dropped by _targets
+                node = child
             node[parts[-1]] = None  # a target: everything below it
         return root
 
-    def _trie_tree(self, path: bytes, node: dict[bytes, dict]) -> ChunkId:  # type: ignore[type-arg]
+    def _trie_tree(self, path: bytes, node: Trie) -> ChunkId:
         """The tree for `path` holding only the trie's children; targets are backed up in full."""
         if b"" in node:  # the whole root file system
             fd = os.open(b"/", os.O_RDONLY | os.O_DIRECTORY)
@@ -414,7 +420,7 @@ class BackupEngine:
                 got += n
             if reader.readinto(memoryview(bytearray(1))) != 0:
                 raise ChangedWhileRead("the file grew while it was read")
-            self._chunk(buf, ids)
+            self._chunk(view, ids)
         else:
             total = 0
             for c in self.cdc.cut_stream(reader):
@@ -425,7 +431,7 @@ class BackupEngine:
                 raise ChangedWhileRead("the file's length changed while it was read")
         return ids, extents
 
-    def _chunk(self, data: bytes | bytearray | memoryview, ids: list[bytes]) -> None:
+    def _chunk(self, data: bytes | memoryview, ids: list[bytes]) -> None:
         cid = chunkfmt.chunk_id(self.keys, data)
         self.up.add(CHUNK_DATA, cid, data)
         self.counters.bytes_read += len(data)

@@ -13,7 +13,7 @@ from safehold.agent.reader import ChunkReader
 from safehold.errors import SafeholdError
 from safehold.formats import pack as packfmt
 from safehold.formats import tree
-from safehold.model import CHUNK_TREE, ChunkId, ChunkLocation, PackId
+from safehold.model import ChunkId, ChunkLocation, PackId
 from safehold.ports import VaultClient
 
 

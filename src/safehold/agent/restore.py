@@ -11,10 +11,10 @@ import stat
 import time
 from dataclasses import dataclass, field
 
+from safehold import errors
 from safehold.agent import fsmeta
 from safehold.agent.events import EventSink, ItemFailed, Progress
 from safehold.agent.reader import ChunkReader
-from safehold import errors
 from safehold.errors import SafeholdError
 from safehold.formats import tree
 from safehold.formats.tree import Entry

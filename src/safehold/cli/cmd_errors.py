@@ -21,9 +21,10 @@ def command(ident: str | None, as_json: bool) -> None:
         for e in errors.ALL:
             click.echo(f"{e.id_text:>12}  {e.code:<40} {e.message}")
         return
-    e = errors.lookup(ident)
-    if e is None:
+    found = errors.lookup(ident)
+    if found is None:
         raise_error("InvalidArgument", what=f"no error has the id or code {ident!r}; `safehold errors` lists them")
+    e = found
     if as_json:
         emit_json({"id": e.id_text, "code": e.code, "message": e.message, "causes": list(e.causes),
                    "actions": list(e.actions)})

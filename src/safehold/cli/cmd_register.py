@@ -47,7 +47,8 @@ def command(obj: dict[str, str | None], creds: str, passphrase_file: str | None,
         source = passphrase_file or os.environ.get("SAFEHOLD_PASSPHRASE_FILE")
         passphrase = read_passphrase_file(source) if source else prompt_passphrase(confirm=True)
     check_passphrase(passphrase)
-    home = AgentHome(Path(obj["home"]) if obj.get("home") else default_home())
+    home_dir = obj.get("home")
+    home = AgentHome(Path(home_dir) if home_dir else default_home())
     reg = register(home, Path(creds), passphrase, lambda c: connect(c.url),
                    cache_folder=Path(cache_folder) if cache_folder else None)
     if as_json:

@@ -12,7 +12,15 @@ import sys
 import click
 
 from safehold import __version__
-from safehold.cli import cmd_backup, cmd_check, cmd_errors, cmd_recovery_points, cmd_register, cmd_restore, cmd_vault
+from safehold.cli import (
+    cmd_backup,
+    cmd_check,
+    cmd_errors,
+    cmd_recovery_points,
+    cmd_register,
+    cmd_restore,
+    cmd_vault,
+)
 from safehold.cli.render import render_error
 from safehold.errors import SafeholdError, error
 

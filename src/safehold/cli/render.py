@@ -88,10 +88,10 @@ def render_error(err: SafeholdError, as_json: bool) -> None:
     click.echo(f"error {err.spec.id_text} ({err.spec.code}): {err.text}", err=True)
     if err.spec.actions:
         click.echo("Recommended actions:", err=True)
-        for a in err.spec.actions:
+        for action in err.spec.actions:
             try:
-                a = a.format(**err.params)
+                text = action.format(**err.params)
             except (KeyError, IndexError, ValueError):
-                pass
-            click.echo(f"  - {a}", err=True)
+                text = action
+            click.echo(f"  - {text}", err=True)
     click.echo(f"Details: safehold errors {err.spec.id_text}", err=True)
