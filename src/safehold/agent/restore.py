@@ -60,6 +60,8 @@ class RestoreEngine:
     def run(self, rp: RecoveryPoint, target: str, include: list[str] | None = None) -> RestoreResult:
         os.makedirs(target, mode=0o700, exist_ok=True)
         self._total = rp.stats.bytes_scanned or None
+        # one batched lookup for every chunk of the point instead of one query per file
+        self.reader.preload(self.reader.vault.refs(self.reader.machine_id, rp.rp_id))
         wanted = [_parts(p) for p in include] if include else None
         self._root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
         try:
