@@ -362,6 +362,8 @@ class _Builder:
             self.write(b"xattrs/capability", b"#!/bin/sh\n", 0o755)
             cap = struct.pack("<IIIII", 0x02000001, 1 << 13, 0, 0, 0)
             self.setxattr(b"xattrs/capability", "security.capability", cap, privileged=True)
+            os.symlink(b"file", self.p(b"xattrs/symlink"))  # user.* is refused on symlinks, trusted.* is not
+            self.setxattr(b"xattrs/symlink", "trusted.on-symlink", b"symlink value", privileged=True)
 
     def acls(self) -> None:
         self.mkdir(b"acl")

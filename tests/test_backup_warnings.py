@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSPHRASE, Cli, restored
 from safehold.agent.backup import BackupEngine
 from safehold.agent.checksums import ChecksumStore
 from safehold.agent.events import Event, ItemFailed, Progress
@@ -19,6 +18,8 @@ from safehold.agent.joblock import JobLock
 from safehold.agent.registration import open_keys, register
 from safehold.model import JobStatus, MachineId
 from safehold.vault.service import VaultService
+
+from conftest import PASSPHRASE, Cli, restored
 
 # Run the agent as root without the capabilities that let root read anything (CAP_DAC_*).
 NO_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all")

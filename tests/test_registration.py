@@ -7,11 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSPHRASE, Cli, FakeClock
 from safehold.agent.home import AgentHome
 from safehold.agent.registration import open_keys, register
 from safehold.errors import SafeholdError
 from safehold.vault.service import VaultService
+
+from conftest import PASSPHRASE, Cli, FakeClock
 
 
 def _write(creds, path: Path) -> Path:  # type: ignore[no-untyped-def]

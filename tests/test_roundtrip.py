@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from fidelity import build_tree, diff_snapshots, snapshot
-
 from conftest import Cli
 from conftest import restored as _restored
+from fidelity import build_tree, diff_snapshots, snapshot
 
 
 def test_round_trip_keeps_everything(registered: Cli, tmp_path: Path) -> None:

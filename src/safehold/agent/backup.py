@@ -164,6 +164,8 @@ def _code_for(exc: OSError, is_dir: bool = False) -> str:
         return "PathNotFound"
     if exc.errno in (errno.EIO, errno.EBADMSG, errno.EUCLEAN):
         return "FileCorruptOrUnreadable"
+    if exc.errno in (errno.EBUSY, errno.ETXTBSY, errno.EAGAIN):
+        return "FileLocked"
     if exc.errno in (errno.ENXIO, errno.ENOMEDIUM, errno.EREMOTEIO, errno.ETIMEDOUT, errno.EHOSTDOWN):
         return "FileOffline"
     return "FileReadError"
