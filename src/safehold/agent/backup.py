@@ -1,7 +1,7 @@
 """The backup engine: walk, chunk, deduplicate, seal, pack, upload and commit one recovery point.
 
-It receives its vault, keys and checksum store; it never prints. File-content work (`ContentStore.store`)
-is a function of bytes and keys so that it can move to worker processes.
+It receives its vault, keys and checksum store; it never prints. Per-file content work (read, cut, hash,
+seal) depends only on the file, the keys and the set of known ids, so it can move to worker processes.
 """
 
 from __future__ import annotations
