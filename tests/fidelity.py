@@ -41,16 +41,28 @@ __all__ = [
     "ACL_OTHER",
     "ACL_USER",
     "ACL_USER_OBJ",
+    "GID",
     "LONG_DEPTH",
+    "NFC_CAFE",
+    "NFD_CAFE",
+    "SPARSE_DATA_OFFSETS",
+    "SPARSE_SIZE",
+    "T_BEFORE_1970",
+    "T_MAX_NS",
+    "T_ODD_NS",
+    "T_YEAR_2100",
+    "UID",
     "Difference",
     "PeerResult",
     "acl_xattr",
     "build_tree",
     "compare",
     "diff_snapshots",
+    "long_name",
     "parse_acl_xattr",
     "peer_losses",
     "peer_report",
+    "show_path",
     "snapshot",
     "walk",
 ]
@@ -152,7 +164,8 @@ T_MAX_NS = 1700000000_999999999
 T_EPOCH = 0
 
 
-def _long_name(i: int) -> str:
+def long_name(i: int) -> str:
+    """The name of level i of the path beyond PATH_MAX: long/long_name(0)/.../long_name(LONG_DEPTH-1)."""
     head = f"{i:02d}-level-"
     return head + "L" * (LONG_NAME_LEN - len(head))
 
@@ -226,7 +239,7 @@ class _Builder:
         fds = [top]
         try:
             for i in range(LONG_DEPTH):
-                name = _long_name(i)
+                name = long_name(i)
                 os.mkdir(name, 0o755, dir_fd=fds[-1])
                 fds.append(os.open(name, _DIR_FLAGS, dir_fd=fds[-1]))
             bottom = fds[-1]
@@ -270,6 +283,9 @@ class _Builder:
         self.mkdir(b"special")
         os.mkfifo(self.p(b"special/fifo"), 0o640)
         os.chmod(self.p(b"special/fifo"), 0o640)
+        # a socket node: rsync keeps it, tar skips it
+        os.mknod(self.p(b"special/socket"), stat.S_IFSOCK | 0o600)
+        os.chmod(self.p(b"special/socket"), 0o600)
         if self.is_root:
             os.mknod(self.p(b"special/char-1-3"), stat.S_IFCHR | 0o620, os.makedev(1, 3))
             os.mknod(self.p(b"special/block-259-70000"), stat.S_IFBLK | 0o660, os.makedev(259, 70000))
@@ -399,8 +415,9 @@ def build_tree(root: Path) -> None:
 
     Root-only parts (device nodes, foreign owners, trusted.* and security.capability xattrs) are left out
     when not running as root."""
-    if any(os.scandir(root)):
-        raise ValueError(f"{root} is not empty")
+    with os.scandir(root) as it:
+        if any(it):
+            raise ValueError(f"{root} is not empty")
     b = _Builder(root)
     b.files()
     b.names()
@@ -485,7 +502,12 @@ def _file_fields(dir_fd: int, name: str, st: os.stat_result) -> dict[str, Any]:
     try:
         fd = os.open(name, flags | os.O_NOATIME, dir_fd=dir_fd)
     except PermissionError:
-        fd = os.open(name, flags, dir_fd=dir_fd)
+        try:
+            fd = os.open(name, flags, dir_fd=dir_fd)
+        except PermissionError as e:  # not root and mode 000: record that instead of the content
+            unreadable = f"<unreadable: {e.strerror}>"
+            return {"size": st.st_size, "sha256": unreadable, "extents": unreadable,
+                    "xattrs": _xattrs_opath(dir_fd, name)}
     try:
         h = hashlib.sha256()
         while chunk := os.read(fd, 1 * MiB):

@@ -62,3 +62,24 @@ def test_exclude_patterns(registered: Cli, tmp_path: Path) -> None:
     registered.ok("restore", "latest", "--target", target)
     out = _restored(target, src)
     assert sorted(os.listdir(out)) == ["a.txt"]
+
+
+def test_keeps_what_tar_and_rsync_lose(registered: Cli, tmp_path: Path) -> None:
+    """GNU tar and rsync -aHAXS are the bar: whatever they lose on this tree, safehold keeps."""
+    import shutil
+
+    import pytest
+
+    from fidelity import peer_losses
+
+    if not (shutil.which("tar") and shutil.which("rsync")):
+        pytest.skip("tar and rsync are installed by scripts/apt.sh")
+    src = tmp_path / "src"
+    src.mkdir()
+    build_tree(src)
+    losses = peer_losses(src)
+    assert any(losses.values()), "the tree no longer has anything the peers lose; make it harder"
+    registered.ok("backup", src)
+    target = tmp_path / "restore"
+    registered.ok("restore", "latest", "--target", target)
+    assert diff_snapshots(snapshot(src), snapshot(_restored(target, src))) == []

@@ -97,7 +97,7 @@ def entry_from_stat(name: bytes, st: os.stat_result) -> Entry:
     kind = TYPE_OF[stat.S_IFMT(st.st_mode)]
     return Entry(
         name=name, type=kind, mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
-        mtime_ns=st.st_mtime_ns, atime_ns=st.st_atime_ns, ctime_ns=st.st_ctime_ns,
+        mtime_ns=st.st_mtime_ns, ctime_ns=st.st_ctime_ns,
         size=st.st_size if kind in (tree.FILE, tree.SYMLINK) else 0,
         user=user_name(st.st_uid), group=group_name(st.st_gid), inode=st.st_ino, nlink=st.st_nlink,
         rdev=st.st_rdev if kind in (tree.CHARDEV, tree.BLOCKDEV) else None,
@@ -145,10 +145,13 @@ def apply_xattrs(fd_or_path: int | bytes, e: Entry, with_acls: bool, follow: boo
     return problems
 
 
-def apply_owner_mode_times(dir_fd: int, name: bytes, e: Entry, with_owner: bool) -> None:
-    """chown before chmod (chown clears setuid/setgid), times last. Symlinks get no chmod."""
-    if with_owner:
-        os.chown(name, e.uid, e.gid, dir_fd=dir_fd, follow_symlinks=False)
+def apply_owner(dir_fd: int, name: bytes, e: Entry) -> None:
+    """Owner first of all metadata: the kernel drops setuid/setgid bits and file capabilities on chown."""
+    os.chown(name, e.uid, e.gid, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def apply_mode_times(dir_fd: int, name: bytes, e: Entry) -> None:
+    """Mode after owner and xattrs, times last. Symlinks get no chmod."""
     if e.type != tree.SYMLINK:
         os.chmod(name, e.mode, dir_fd=dir_fd)
     os.utime(name, ns=(e.atime_ns or e.mtime_ns, e.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)

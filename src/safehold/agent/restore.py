@@ -131,11 +131,10 @@ class RestoreEngine:
         try:
             if e.subtree:
                 self._tree(fd, full, parts, e.subtree, wanted)
-            problems = fsmeta.apply_xattrs(fd, e, self.with_acls, follow=True)
         finally:
             os.close(fd)
         self.result.dirs += 1
-        self._meta(dir_fd, full, e, problems, xattrs_done=True)
+        self._meta(dir_fd, full, e)
 
     def _file(self, dir_fd: int, full: bytes, parts: list[bytes], e: Entry) -> None:
         if e.link_id and e.link_id in self._links:
@@ -151,7 +150,6 @@ class RestoreEngine:
         ok = False
         try:
             self._write(fd, e)
-            problems = fsmeta.apply_xattrs(fd, e, self.with_acls, follow=True)
             ok = True
         except SafeholdError as exc:
             self.result.integrity_failures += 1
@@ -165,7 +163,7 @@ class RestoreEngine:
         self.result.files += 1
         if e.link_id:
             self._links[e.link_id] = parts
-        self._meta(dir_fd, full, e, problems, xattrs_done=True)
+        self._meta(dir_fd, full, e)
 
     def _write(self, fd: int, e: Entry) -> None:
         chunks = e.chunks or []
@@ -197,10 +195,15 @@ class RestoreEngine:
             fd = nxt
         return fd
 
-    def _meta(self, dir_fd: int, full: bytes, e: Entry, problems: list[str] | None = None,
-              xattrs_done: bool = False) -> None:
-        problems = list(problems or [])
-        if not xattrs_done and (e.xattrs or e.acl_access or e.acl_default):
+    def _meta(self, dir_fd: int, full: bytes, e: Entry) -> None:
+        """Owner, then xattrs and ACLs, then mode, then times: each step would undo a part of an earlier one."""
+        problems: list[str] = []
+        if self.with_owner:
+            try:
+                fsmeta.apply_owner(dir_fd, e.name, e)
+            except OSError as exc:
+                problems.append(f"owner: {exc.strerror}")
+        if e.xattrs or (self.with_acls and (e.acl_access or e.acl_default)):
             path, own = fsmeta.path_for(dir_fd, full.rsplit(b"/", 1)[0], e.name)
             try:
                 problems += fsmeta.apply_xattrs(path, e, self.with_acls, follow=own is not None)
@@ -208,9 +211,9 @@ class RestoreEngine:
                 if own is not None:
                     os.close(own)
         try:
-            fsmeta.apply_owner_mode_times(dir_fd, e.name, e, self.with_owner)
+            fsmeta.apply_mode_times(dir_fd, e.name, e)
         except OSError as exc:
-            problems.append(f"owner, mode or times: {exc.strerror}")
+            problems.append(f"mode or times: {exc.strerror}")
         if problems:
             self._fail(full, "RestoreWriteFailed", "; ".join(problems))
 
