@@ -8,13 +8,14 @@ FOLDER=$(realpath "${1:-src}")
 DEMO=$(pwd)/demo
 export SAFEHOLD_HOME="$DEMO/agent"
 sh=.venv/bin/safehold
-if [ ! -f "$DEMO/vault/vault.json" ]; then
-  mkdir -p "$DEMO"
-  $sh vault init "$DEMO/vault" --name demo --credentials-out "$DEMO/demo.vaultcredentials"
-fi
 if [ ! -f "$SAFEHOLD_HOME/registration.json" ]; then
+  mkdir -p "$DEMO"
+  if [ -f "$DEMO/vault/vault.json" ]; then
+    $sh vault credentials "$DEMO/vault" --out "$DEMO/demo.vaultcredentials"
+  else
+    $sh vault init "$DEMO/vault" --name demo --credentials-out "$DEMO/demo.vaultcredentials"
+  fi
   rm -f "$DEMO/passphrase"
-  $sh vault credentials "$DEMO/vault" --out "$DEMO/demo.vaultcredentials"
   $sh register --credentials "$DEMO/demo.vaultcredentials" --generate-passphrase "$DEMO/passphrase"
 fi
 $sh backup "$FOLDER"
