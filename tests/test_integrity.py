@@ -66,6 +66,20 @@ def test_flipped_tree_byte_is_found_without_read_data(registered: Cli, tmp_path:
     assert r.code == 1
     problems = r.summary()["problems"]
     assert any("tree" in p["problem"] and rp in p["recovery_points"] for p in problems), problems
+    r = registered("restore", "latest", "--target", tmp_path / "restore")
+    assert r.code == 1 and "Traceback" not in r.err
+    assert "RestoreVerifyFailed" in r.err or "IntegrityError" in r.err, r.err
+
+
+def test_index_pointing_past_the_pack_end_is_a_clean_error(registered: Cli, tmp_path: Path) -> None:
+    _, vault, rp = _setup(registered, tmp_path)
+    with _db(vault) as db:
+        db.execute("UPDATE chunks SET offset = offset + 100000000 WHERE kind = 0")
+    r = registered("restore", "latest", "--target", tmp_path / "restore")
+    assert r.code == 1 and "Traceback" not in r.err and "RestoreVerifyFailed" in r.err, r.err
+    r = registered("check", "--json")
+    assert r.code == 1
+    assert any(rp in p["recovery_points"] for p in r.summary()["problems"])
 
 
 def test_damaged_index_is_found(registered: Cli, tmp_path: Path) -> None:

@@ -131,6 +131,9 @@ class RestoreEngine:
         try:
             if e.subtree:
                 self._tree(fd, full, parts, e.subtree, wanted)
+        except SafeholdError as exc:  # this folder's listing failed verification: restore the rest
+            self.result.integrity_failures += 1
+            self._fail(full, "RestoreVerifyFailed", exc.text)
         finally:
             os.close(fd)
         self.result.dirs += 1

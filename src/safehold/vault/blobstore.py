@@ -5,10 +5,12 @@ Translates obstore's exceptions once, here.
 
 from __future__ import annotations
 
+import errno
 from collections.abc import Iterator
 from pathlib import Path
 
 import obstore
+from obstore.exceptions import BaseError
 from obstore.store import LocalStore
 
 
@@ -28,7 +30,10 @@ class ObjectBlobStore:
         return bytes(obstore.get(self._store, name).bytes())
 
     def get_range(self, name: str, offset: int, length: int) -> bytes:
-        return bytes(obstore.get_range(self._store, name, start=offset, length=length))
+        try:
+            return bytes(obstore.get_range(self._store, name, start=offset, length=length))
+        except BaseError as exc:  # e.g. a range past the end: the caller sees an I/O error on that blob
+            raise OSError(errno.EIO, f"{name}: {exc}".splitlines()[0]) from exc
 
     def size(self, name: str) -> int | None:
         try:

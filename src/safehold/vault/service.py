@@ -90,6 +90,7 @@ class VaultService:
         doc = {"format": VAULT_FORMAT, "version": FORMAT_VERSION, "vault_id": vault_id,
                "catalog": "catalog.sqlite", "blobs": "blobs"}
         (folder / VAULT_FILE).write_text(json.dumps(doc, indent=2) + "\n")
+        (folder / "catalog.sqlite").chmod(0o600)  # token digests and wrapped keys: owner only
         return cls.open_folder(folder, clock)
 
     @classmethod
@@ -304,6 +305,8 @@ class VaultService:
             return self.blobs.get_range(_pack_name(machine_id, pack_id), offset, length)
         except FileNotFoundError:
             raise_error("ChunkMissing", chunk=f"pack {pack_id[:16]}")
+        except OSError as exc:
+            raise_error("IntegrityError", what=f"pack {pack_id[:16]} range {offset}+{length}: {exc.strerror}")
 
     def packs(self, machine_id: MachineId) -> list[tuple[PackId, int]]:
         with self.eng.connect() as c:
