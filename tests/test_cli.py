@@ -41,8 +41,12 @@ def test_json_and_listing(registered: Cli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     src.mkdir()
     (src / "f").write_text("hello")
-    s = registered.ok("backup", src, "--json").summary()
+    r = registered.ok("backup", src, "--json")
+    s = r.summary()
     assert s["status"] == "Completed" and s["files"] == 1 and s["bytes_scanned"] == 5
+    progress = [e for e in r.json_lines() if e["event"] == "progress"]
+    assert progress and {"items", "bytes", "bytes_total", "rate_bps", "eta_s"} <= progress[-1].keys()
+    assert progress[-1]["bytes"] == 5 and progress[-1]["items"] >= 1
     listing = registered.ok("recovery-points", "--json").json_lines()[-1]["recovery_points"]
     assert [rp["id"] for rp in listing] == [s["recovery_point"]]
     assert listing[0]["paths"] == [str(src)]

@@ -6,9 +6,12 @@ seal) depends only on the file, the keys and the set of known ids, so it can mov
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fnmatch
 import os
+import stat
+import threading
 import time
 import uuid
 from collections.abc import Iterable
@@ -196,6 +199,7 @@ class BackupEngine:
                 pass
         self._links: dict[tuple[int, int], tuple[int, list[bytes], list[tuple[int, int]] | None]] = {}
         self._total: int | None = None
+        self._done = 0  # bytes of file content processed so far (read, or skipped as unchanged)
         self._t0 = time.monotonic()
         self._next_progress = 0.0
 
@@ -209,6 +213,8 @@ class BackupEngine:
             self._total = previous.stats.bytes_scanned or None
             if self.store.empty:
                 self._rebuild_store(previous)
+        else:  # first backup: size the job in the background so progress can show an ETA
+            threading.Thread(target=self._scan_total, args=(targets,), daemon=True, name="scan").start()
         known = set(self.vault.known_chunks(self.machine_id))
         session = self.vault.begin_session(self.machine_id)
         self.up = Uploader(self.vault, self.machine_id, session, self.sealer, known, self.counters)
@@ -373,7 +379,9 @@ class BackupEngine:
                 and all(c in self.up.known for c in cached.chunks)):
             e.chunks, e.extents = cached.chunks, cached.extents
             e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name)
+            self._done += st.st_size
         else:
+            done_before = self._done
             try:
                 fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | _O_NOATIME, dir_fd=dir_fd)
             except PermissionError:
@@ -393,6 +401,7 @@ class BackupEngine:
                     return False
             finally:
                 os.close(fd)
+            self._done = done_before + before.st_size  # holes of sparse files count as done
             # record the state seen before reading: a later change makes the next run read again
             e.size, e.mtime_ns, e.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
             self.store.put(full, FileState(before.st_size, before.st_mtime_ns, before.st_ctime_ns,
@@ -437,6 +446,7 @@ class BackupEngine:
         cid = chunkfmt.chunk_id(self.keys, data)
         self.up.add(CHUNK_DATA, cid, data)
         self.counters.bytes_read += len(data)
+        self._done += len(data)
         ids.append(cid)
 
     # ---- progress and change-tracking rebuild --------------------------------------------------------
@@ -447,7 +457,26 @@ class BackupEngine:
             return
         self._next_progress = now + PROGRESS_EVERY_S
         c = self.counters
-        self.events(Progress("backup", c.files + c.dirs + c.other, c.bytes_scanned, self._total, now - self._t0))
+        self.events(Progress("backup", c.files + c.dirs + c.other, self._done, self._total, now - self._t0))
+
+    def _scan_total(self, targets: list[bytes]) -> None:
+        total = 0
+        for t in targets:
+            for root, dirs, files in os.walk(t, onerror=lambda _exc: None):
+                dirs[:] = [d for d in dirs if not self._excluded(os.path.join(root, d), d)]
+                for name in files:
+                    full = os.path.join(root, name)
+                    if self._excluded(full, name):
+                        continue
+                    with contextlib.suppress(OSError):
+                        st = os.lstat(full)
+                        if stat.S_ISREG(st.st_mode):
+                            total += st.st_size
+            with contextlib.suppress(OSError):
+                st = os.lstat(t)
+                if stat.S_ISREG(st.st_mode):
+                    total += st.st_size
+        self._total = total
 
     def _rebuild_store(self, previous: RecoveryPoint) -> None:
         """Refill an empty checksum store from the last recovery point, so unchanged files are not re-read."""
