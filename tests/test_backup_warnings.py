@@ -147,3 +147,37 @@ def test_damaged_checksum_store_is_rebuilt_from_last_recovery_point(registered: 
     notices = [e for e in r.json_lines() if e["event"] == "notice"]
     assert any(n["code"] == "SalChecksumStoreInitializationFailed" for n in notices), r.out
     assert r.summary()["bytes_read"] == 0, "unchanged files must not be read again after the rebuild"
+
+
+def test_interrupted_backup_resumes_without_resending(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    size = 3 * 20 * 1024 * 1024
+    for i in range(3):
+        (src / f"big{i}.bin").write_bytes(os.urandom(size // 3))
+
+    class Stop(Exception):
+        pass
+
+    engine: BackupEngine | None = None
+
+    def stop_after_first_pack(event: Event) -> None:
+        if engine is not None and engine.counters.packs_uploaded >= 1:
+            raise Stop
+
+    engine, store = _engine(tmp_path, stop_after_first_pack)
+    with pytest.raises(Stop):
+        engine.run([str(src)])
+    store.close()
+    vault = engine.vault
+    assert vault.recovery_points(engine.machine_id) == []
+    kept = sum(n for _, n in vault.packs(engine.machine_id))
+    assert kept >= 32 * 1024 * 1024, "the interrupted run kept its uploaded pack"
+
+    again = BackupEngine(vault, engine.machine_id, engine.keys, ChecksumStore(store.path, engine.keys.key_id),
+                         lambda e: None)
+    result = again.run([str(src)])
+    assert result.status == JobStatus.COMPLETED
+    # random data does not compress: everything not in the kept pack is sent once, nothing more
+    assert again.counters.bytes_new_stored <= size - kept + 1024 * 1024
+    assert sum(n for _, n in vault.packs(engine.machine_id)) <= size + 2 * 1024 * 1024

@@ -9,6 +9,19 @@ from safehold.cli.render import emit_json
 from safehold.errors import raise_error
 
 
+class _Named(dict[str, str]):
+    def __missing__(self, key: str) -> str:
+        return f"<{key}>"
+
+
+def _shown(message: str) -> str:
+    """A catalog message with its placeholders named: 'cannot be used: <reason>.'"""
+    try:
+        return message.format_map(_Named())
+    except (IndexError, ValueError):
+        return message
+
+
 @click.command("errors")
 @click.argument("ident", required=False)
 @click.option("--json", "as_json", is_flag=True)
@@ -18,8 +31,8 @@ def command(ident: str | None, as_json: bool) -> None:
         if as_json:
             emit_json({"errors": [{"id": e.id_text, "code": e.code, "message": e.message} for e in errors.ALL]})
             return
-        for e in errors.ALL:
-            click.echo(f"{e.id_text:>12}  {e.code:<40} {e.message}")
+        for e in sorted(errors.ALL, key=lambda e: (e.kind, e.id)):
+            click.echo(f"{e.id_text:>12}  {e.code:<40} {_shown(e.message)}")
         return
     found = errors.lookup(ident)
     if found is None:
@@ -29,7 +42,7 @@ def command(ident: str | None, as_json: bool) -> None:
         emit_json({"id": e.id_text, "code": e.code, "message": e.message, "causes": list(e.causes),
                    "actions": list(e.actions)})
         return
-    click.echo(f"{e.id_text} {e.code}\n{e.message}\n")
+    click.echo(f"{e.id_text} {e.code}\n{_shown(e.message)}\n")
     if e.causes:
         click.echo("Causes:")
         for c in e.causes:
