@@ -181,3 +181,25 @@ def test_interrupted_backup_resumes_without_resending(tmp_path: Path) -> None:
     # random data does not compress: everything not in the kept pack is sent once, nothing more
     assert again.counters.bytes_new_stored <= size - kept + 1024 * 1024
     assert sum(n for _, n in vault.packs(engine.machine_id)) <= size + 2 * 1024 * 1024
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse"), reason="the kernel offers no FUSE here")
+def test_unreadable_and_offline_files_from_a_failing_file_system(registered: Cli, tmp_path: Path) -> None:
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    fs = subprocess.Popen([sys.executable, str(Path(__file__).with_name("faultfs.py")), str(mnt)],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert fs.stdout is not None and fs.stdout.readline().strip() == "ready"
+        r = registered("backup", mnt, "--json")
+    finally:
+        subprocess.run(["fusermount3", "-u", str(mnt)])
+        fs.wait(timeout=30)
+        if fs.stdout is not None:
+            fs.stdout.close()
+    assert r.code == 3, r.err
+    failed = {e["path"]: e["id"] for e in r.json_lines() if e["event"] == "item_failed"}
+    assert failed == {f"{mnt}/broken.bin": "0x80070570", f"{mnt}/offline.doc": "0x8007018B"}
+    target = tmp_path / "restore"
+    registered.ok("restore", "latest", "--target", target)
+    assert (restored(target, mnt) / "good.txt").read_text() == "all good\n"

@@ -18,7 +18,7 @@ from safehold.formats.tree import Entry
 ACL_ACCESS = b"system.posix_acl_access"
 ACL_DEFAULT = b"system.posix_acl_default"
 PATH_MAX = 4096
-_NOT_SUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.EPERM, errno.EACCES, errno.ENODATA, errno.ENOENT}
+_NOT_SUPPORTED = {errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS, errno.EPERM, errno.EACCES, errno.ENODATA, errno.ENOENT}
 
 TYPE_OF = {
     stat.S_IFREG: tree.FILE, stat.S_IFDIR: tree.DIR, stat.S_IFLNK: tree.SYMLINK, stat.S_IFIFO: tree.FIFO,
