@@ -82,10 +82,3 @@ class RecoveryPoint:
     status: JobStatus
     stats: BackupStats = field(default_factory=BackupStats)
     sealed_meta: bytes = b""  # host name, paths, job id: encrypted by the agent, opaque to the vault
-
-
-@dataclass(frozen=True)
-class FailedFile:
-    path: bytes
-    code: str  # symbolic code of an `errors` entry of kind "file"
-    reason: str
