@@ -83,3 +83,14 @@ def test_keeps_what_tar_and_rsync_lose(registered: Cli, tmp_path: Path) -> None:
     target = tmp_path / "restore"
     registered.ok("restore", "latest", "--target", target)
     assert diff_snapshots(snapshot(src), snapshot(_restored(target, src))) == []
+
+
+def test_target_below_a_symlinked_folder(registered: Cli, tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    (real / "sub").mkdir(parents=True)
+    (real / "sub" / "f.txt").write_text("via a link")
+    (tmp_path / "link").symlink_to(real)
+    registered.ok("backup", tmp_path / "link" / "sub")
+    target = tmp_path / "restore"
+    registered.ok("restore", "latest", "--target", target)
+    assert (_restored(target, real) / "sub" / "f.txt").read_text() == "via a link"

@@ -47,6 +47,10 @@ READ_BLOCK = 8 * 1024 * 1024
 META_KIND = 3
 META_ID = b"\0" * 32
 PROGRESS_EVERY_S = 0.25
+# A file whose ctime is within this window of the moment its read began could change again
+# within the same timestamp tick (coarse kernel clocks: up to 10 ms) without its stat changing; such a
+# file is read again next time instead of being trusted from the checksum store, as git does.
+RACY_NS = 100 * 10**6
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
 
 
@@ -241,6 +245,8 @@ class BackupEngine:
         out: list[bytes] = []
         for p in paths:
             ab = os.path.normpath(os.path.abspath(os.fsencode(p)))
+            if ab != b"/":  # folders above the target are stored as folders: resolve symlinks among them
+                ab = os.path.join(os.path.realpath(os.path.dirname(ab)), os.path.basename(ab))
             try:
                 os.lstat(ab)
             except OSError as exc:
@@ -284,6 +290,8 @@ class BackupEngine:
                     if e is not None:
                         entries.append(e)
                 else:
+                    if not stat.S_ISDIR(st.st_mode):  # changed since the targets were resolved
+                        raise_error("PathNotReadable", path=os.fsdecode(full), reason="it is no longer a folder")
                     e = fsmeta.entry_from_stat(name, st)
                     e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(fd, path, name)
                     e.subtree = self._trie_tree(full, child)
@@ -382,12 +390,17 @@ class BackupEngine:
             self._done += st.st_size
         else:
             done_before = self._done
+            read_start = time.time_ns()
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
             try:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | _O_NOATIME, dir_fd=dir_fd)
+                fd = os.open(name, flags | _O_NOATIME, dir_fd=dir_fd)
             except PermissionError:
-                fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=dir_fd)
+                fd = os.open(name, flags, dir_fd=dir_fd)
             try:
                 before = os.fstat(fd)
+                if not stat.S_ISREG(before.st_mode) or (before.st_dev, before.st_ino) != link_key:
+                    self._fail(full, "FileChangedWhileRead", "the file was replaced while the folder was read")
+                    return False
                 e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name, fd)
                 try:
                     e.chunks, e.extents = self._content(fd, before)
@@ -404,8 +417,9 @@ class BackupEngine:
             self._done = done_before + before.st_size  # holes of sparse files count as done
             # record the state seen before reading: a later change makes the next run read again
             e.size, e.mtime_ns, e.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
-            self.store.put(full, FileState(before.st_size, before.st_mtime_ns, before.st_ctime_ns,
-                                           before.st_ino, e.chunks, e.extents))
+            if read_start - before.st_ctime_ns > RACY_NS:  # ctime: the kernel sets it, utime cannot
+                self.store.put(full, FileState(before.st_size, before.st_mtime_ns, before.st_ctime_ns,
+                                               before.st_ino, e.chunks, e.extents))
         self.refs.update(ChunkId(c) for c in e.chunks)
         if st.st_nlink > 1:
             e.link_id = len(self._links) + 1
