@@ -145,13 +145,38 @@ def apply_xattrs(fd_or_path: int | bytes, e: Entry, with_acls: bool, follow: boo
     return problems
 
 
-def apply_owner(dir_fd: int, name: bytes, e: Entry) -> None:
-    """Owner first of all metadata: the kernel drops setuid/setgid bits and file capabilities on chown."""
-    os.chown(name, e.uid, e.gid, dir_fd=dir_fd, follow_symlinks=False)
+def apply_meta(target: int | str, e: Entry, with_owner: bool, with_acls: bool) -> list[str]:
+    """Owner, then xattrs and ACLs, then mode, then times, on an open fd or a /proc/self/fd path.
+
+    The order matters: chown drops setuid/setgid and file capabilities; the mode must follow the ACL.
+    Working on an fd (never on a path name) means a swapped symlink cannot redirect any of it.
+    Returns a problem text per step the target refused.
+    """
+    problems: list[str] = []
+    if with_owner:
+        try:
+            os.chown(target, e.uid, e.gid)
+        except OSError as exc:
+            problems.append(f"owner: {exc.strerror}")
+    if e.xattrs or (with_acls and (e.acl_access or e.acl_default)):
+        problems += apply_xattrs(os.fsencode(target) if isinstance(target, str) else target, e, with_acls,
+                                 follow=True)
+    try:
+        if e.type != tree.SYMLINK:
+            os.chmod(target, e.mode)
+        os.utime(target, ns=(e.atime_ns or e.mtime_ns, e.mtime_ns))
+    except OSError as exc:
+        problems.append(f"mode or times: {exc.strerror}")
+    return problems
 
 
-def apply_mode_times(dir_fd: int, name: bytes, e: Entry) -> None:
-    """Mode after owner and xattrs, times last. Symlinks get no chmod."""
-    if e.type != tree.SYMLINK:
-        os.chmod(name, e.mode, dir_fd=dir_fd)
-    os.utime(name, ns=(e.atime_ns or e.mtime_ns, e.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+def apply_symlink_meta(dir_fd: int, name: bytes, e: Entry, with_owner: bool) -> list[str]:
+    """Owner and times of a symlink itself (AT_SYMLINK_NOFOLLOW); symlinks have no mode of their own."""
+    problems: list[str] = []
+    try:
+        if with_owner:
+            os.chown(name, e.uid, e.gid, dir_fd=dir_fd, follow_symlinks=False)
+        os.utime(name, ns=(e.atime_ns or e.mtime_ns, e.mtime_ns), dir_fd=dir_fd, follow_symlinks=False)
+    except OSError as exc:
+        problems.append(f"owner or times: {exc.strerror}")
+    return problems

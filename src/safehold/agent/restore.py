@@ -131,13 +131,13 @@ class RestoreEngine:
         try:
             if e.subtree:
                 self._tree(fd, full, parts, e.subtree, wanted)
+            self._problems(full, fsmeta.apply_meta(fd, e, self.with_owner, self.with_acls))
         except SafeholdError as exc:  # this folder's listing failed verification: restore the rest
             self.result.integrity_failures += 1
             self._fail(full, "RestoreVerifyFailed", exc.text)
         finally:
             os.close(fd)
         self.result.dirs += 1
-        self._meta(dir_fd, full, e)
 
     def _file(self, dir_fd: int, full: bytes, parts: list[bytes], e: Entry) -> None:
         if e.link_id and e.link_id in self._links:
@@ -154,6 +154,7 @@ class RestoreEngine:
         try:
             self._write(fd, e)
             ok = True
+            self._problems(full, fsmeta.apply_meta(fd, e, self.with_owner, self.with_acls))
         except SafeholdError as exc:
             self.result.integrity_failures += 1
             self._fail(full, "RestoreVerifyFailed", exc.text)
@@ -166,7 +167,6 @@ class RestoreEngine:
         self.result.files += 1
         if e.link_id:
             self._links[e.link_id] = parts
-        self._meta(dir_fd, full, e)
 
     def _write(self, fd: int, e: Entry) -> None:
         chunks = e.chunks or []
@@ -199,24 +199,24 @@ class RestoreEngine:
         return fd
 
     def _meta(self, dir_fd: int, full: bytes, e: Entry) -> None:
-        """Owner, then xattrs and ACLs, then mode, then times: each step would undo a part of an earlier one."""
-        problems: list[str] = []
-        if self.with_owner:
-            try:
-                fsmeta.apply_owner(dir_fd, e.name, e)
-            except OSError as exc:
-                problems.append(f"owner: {exc.strerror}")
-        if e.xattrs or (self.with_acls and (e.acl_access or e.acl_default)):
-            path, own = fsmeta.path_for(dir_fd, full.rsplit(b"/", 1)[0], e.name)
-            try:
-                problems += fsmeta.apply_xattrs(path, e, self.with_acls, follow=own is not None)
-            finally:
-                if own is not None:
-                    os.close(own)
+        """Metadata of a symlink, FIFO, device or socket just created, through an O_PATH fd of it."""
+        fd = os.open(e.name, os.O_PATH | os.O_NOFOLLOW, dir_fd=dir_fd)
         try:
-            fsmeta.apply_mode_times(dir_fd, e.name, e)
-        except OSError as exc:
-            problems.append(f"mode or times: {exc.strerror}")
+            if fsmeta.TYPE_OF.get(stat.S_IFMT(os.fstat(fd).st_mode)) != e.type:
+                self._fail(full, "RestoreWriteFailed", "the item was replaced while it was restored")
+                return
+            proc = f"/proc/self/fd/{fd}"
+            if e.type == tree.SYMLINK:
+                problems = fsmeta.apply_symlink_meta(dir_fd, e.name, e, self.with_owner)
+                if e.xattrs:
+                    problems += fsmeta.apply_xattrs(os.fsencode(proc), e, with_acls=False, follow=True)
+            else:
+                problems = fsmeta.apply_meta(proc, e, self.with_owner, self.with_acls)
+        finally:
+            os.close(fd)
+        self._problems(full, problems)
+
+    def _problems(self, full: bytes, problems: list[str]) -> None:
         if problems:
             self._fail(full, "RestoreWriteFailed", "; ".join(problems))
 
