@@ -26,7 +26,7 @@ def _data(seed: int, n: int) -> bytes:
 @settings(max_examples=60, deadline=None)
 @given(st.binary(max_size=5000), st.sampled_from([CHUNK_DATA, CHUNK_TREE]))
 def test_seal_open_round_trip(data: bytes, kind: int) -> None:
-    cid = chunks.chunk_id(KEYS, data)
+    cid = chunks.chunk_id(KEYS, data, kind)
     assert SEALER.open(kind, cid, SEALER.seal(kind, cid, data)) == data
 
 
@@ -195,3 +195,10 @@ def test_credentials_round_trip_and_rules() -> None:
 
 def test_chunk_id_type() -> None:
     assert isinstance(chunks.chunk_id(KEYS, b""), bytes) and len(ChunkId(chunks.chunk_id(KEYS, b""))) == 32
+
+
+def test_tree_and_data_ids_never_collide() -> None:
+    empty_tree = tree.encode([])
+    assert chunks.chunk_id(KEYS, empty_tree, CHUNK_TREE) != chunks.chunk_id(KEYS, empty_tree, CHUNK_DATA)
+    cid = chunks.chunk_id(KEYS, empty_tree, CHUNK_TREE)
+    assert SEALER.open(CHUNK_TREE, cid, SEALER.seal(CHUNK_TREE, cid, empty_tree)) == empty_tree

@@ -94,3 +94,16 @@ def test_target_below_a_symlinked_folder(registered: Cli, tmp_path: Path) -> Non
     target = tmp_path / "restore"
     registered.ok("restore", "latest", "--target", target)
     assert (_restored(target, real) / "sub" / "f.txt").read_text() == "via a link"
+
+
+def test_file_with_the_bytes_of_an_empty_folder_listing(registered: Cli, tmp_path: Path) -> None:
+    from safehold.formats import tree
+
+    src = tmp_path / "src"
+    (src / "zdir").mkdir(parents=True)
+    (src / "a.bin").write_bytes(tree.encode([]))
+    registered.ok("backup", src)
+    registered.ok("check", "--read-data")
+    target = tmp_path / "restore"
+    registered.ok("restore", "latest", "--target", target)
+    assert diff_snapshots(snapshot(src), snapshot(_restored(target, src))) == []

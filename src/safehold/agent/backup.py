@@ -316,7 +316,7 @@ class BackupEngine:
 
     def _put_tree(self, entries: list[Entry]) -> ChunkId:
         data = tree.encode(entries)
-        cid = chunkfmt.chunk_id(self.keys, data)
+        cid = chunkfmt.chunk_id(self.keys, data, CHUNK_TREE)
         self.up.add(CHUNK_TREE, cid, data)
         self.refs.add(cid)
         return cid

@@ -16,7 +16,7 @@ from pyfastcdc import FastCDC
 
 from safehold.errors import raise_error
 from safehold.formats.keys import MachineKeys
-from safehold.model import ChunkId
+from safehold.model import CHUNK_DATA, CHUNK_TREE, ChunkId
 
 # FastCDC: min 256 KiB, normal 1 MiB, max 4 MiB; files up to SMALL_FILE are one chunk.
 CDC_MIN = 256 * 1024
@@ -46,8 +46,10 @@ def cut(cdc: FastCDC, data: bytes | memoryview) -> Iterator[memoryview]:
         yield c.data
 
 
-def chunk_id(keys: MachineKeys, data: bytes | memoryview) -> ChunkId:
-    return ChunkId(blake3.blake3(data, key=keys.id_key).digest())
+def chunk_id(keys: MachineKeys, data: bytes | memoryview, kind: int = CHUNK_DATA) -> ChunkId:
+    """Keyed BLAKE3; trees use their own key so that no file content can share an id with a tree."""
+    key = keys.tree_id_key if kind == CHUNK_TREE else keys.id_key
+    return ChunkId(blake3.blake3(data, key=key).digest())
 
 
 def _aad(kind: int, cid: bytes) -> bytes:
@@ -91,6 +93,6 @@ class Sealer:
             data = body
         else:
             raise_error("IntegrityError", what=f"chunk {cid.hex()[:16]} has unknown compression {comp}")
-        if verify_id and chunk_id(self.keys, data) != cid:
+        if verify_id and chunk_id(self.keys, data, kind) != cid:
             raise_error("IntegrityError", what=f"chunk {cid.hex()[:16]} content does not match its id")
         return data

@@ -33,6 +33,7 @@ class MachineKeys:
 
     master: bytes
     id_key: bytes
+    tree_id_key: bytes
     enc_key: bytes
     chunker_seed: int
     key_id: str
@@ -48,6 +49,7 @@ class MachineKeys:
         return cls(
             master=master,
             id_key=derive("safehold 2026-11 chunk id v1"),
+            tree_id_key=derive("safehold 2026-11 tree id v1"),
             enc_key=derive("safehold 2026-11 aes-256-gcm v1"),
             chunker_seed=(int.from_bytes(derive("safehold 2026-11 chunker seed v1", 8), "little") & (2**63 - 1)) or 1,
             key_id=derive("safehold 2026-11 key id v1", 16).hex(),
