@@ -137,6 +137,7 @@ def test_damaged_checksum_store_is_rebuilt_from_last_recovery_point(registered: 
     registered.ok("backup", src)
     reg = json.loads((registered.home / "registration.json").read_text())
     store = CacheFolder(Path(reg["cache_folder"])).checksum_store
+    assert store.stat().st_mode & 0o077 == 0, "the checksum store lists every path: owner only"
     for extra in ("-wal", "-shm"):
         Path(str(store) + extra).unlink(missing_ok=True)
     if damage == "corrupt":

@@ -202,3 +202,18 @@ def test_tree_and_data_ids_never_collide() -> None:
     assert chunks.chunk_id(KEYS, empty_tree, CHUNK_TREE) != chunks.chunk_id(KEYS, empty_tree, CHUNK_DATA)
     cid = chunks.chunk_id(KEYS, empty_tree, CHUNK_TREE)
     assert SEALER.open(CHUNK_TREE, cid, SEALER.seal(CHUNK_TREE, cid, empty_tree)) == empty_tree
+
+
+def test_hostile_numbers_and_nesting_are_clean_errors() -> None:
+    good = _creds().encode().decode()
+    for bad in (good.replace('"issued_ns": 1', '"issued_ns": Infinity'), "[" * 100_000 + "]" * 100_000):
+        with pytest.raises(SafeholdError) as exc:
+            credfmt.parse("x.vaultcredentials", bad.encode())
+        assert exc.value.spec.id_text == "34513"
+    wrapped = keys.wrap(MachineKeys.generate(), "a passphrase of 16+ chars").decode()
+    with pytest.raises(SafeholdError) as kexc:
+        keys.unwrap(wrapped.replace('"t": 3', '"t": Infinity').encode(), "a passphrase of 16+ chars")
+    assert kexc.value.spec.id_text == "34506"
+    nul = tree.Entry(name=b"a\0b", type="f", mode=0o644, uid=0, gid=0, mtime_ns=0)
+    with pytest.raises(SafeholdError):
+        tree.decode(tree.encode([nul]))

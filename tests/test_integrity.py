@@ -91,3 +91,14 @@ def test_damaged_index_is_found(registered: Cli, tmp_path: Path) -> None:
     assert r.code == 1
     problems = r.summary()["problems"]
     assert any(rp in p["recovery_points"] for p in problems), problems
+
+
+def test_catalog_pointing_a_recovery_point_at_another_tree_is_refused(registered: Cli, tmp_path: Path) -> None:
+    src, vault, first = _setup(registered, tmp_path)
+    (src / "sub" / "b.txt").write_text("changed")
+    second = registered.ok("backup", src, "--json").summary()["recovery_point"]
+    with _db(vault) as db:
+        root = db.execute("SELECT root FROM recovery_points WHERE rp_id = ?", (first,)).fetchone()[0]
+        db.execute("UPDATE recovery_points SET root = ? WHERE rp_id = ?", (root, second))
+    r = registered("restore", second, "--target", tmp_path / "restore")
+    assert r.code == 1 and "IntegrityError" in r.err and "Traceback" not in r.err

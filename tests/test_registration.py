@@ -33,7 +33,8 @@ def test_register_writes_private_files(tmp_path: Path) -> None:
     svc = VaultService.init_folder(tmp_path / "vault")
     reg = _register(tmp_path, svc, _write(svc.issue_credentials(), tmp_path / "a.vaultcredentials"))
     home = AgentHome(tmp_path / "agent")
-    for p in (home.registration_file, home.token_file, home.passphrase_file, Path(reg.cache_folder) / "key.wrapped"):
+    for p in (home.registration_file, home.token_file, home.passphrase_file, Path(reg.cache_folder) / "key.wrapped",
+              Path(reg.cache_folder)):
         assert p.stat().st_mode & 0o077 == 0, p
     assert PASSPHRASE not in json.dumps(json.loads(home.registration_file.read_text()))
     # the vault holds the same wrapped key, which is useless without the passphrase

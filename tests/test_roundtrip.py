@@ -49,6 +49,9 @@ def test_partial_restore(registered: Cli, tmp_path: Path) -> None:
     out = _restored(target, src)
     assert (out / "keep" / "deep" / "a.txt").read_text() == "a"
     assert not (out / "skip").exists()
+    r = registered("restore", "latest", str(src / "nope"), "--target", tmp_path / "other", "--json")
+    assert r.code == 3
+    assert [e["code"] for e in r.json_lines() if e["event"] == "item_failed"] == ["PathNotInRecoveryPoint"]
 
 
 def test_exclude_patterns(registered: Cli, tmp_path: Path) -> None:

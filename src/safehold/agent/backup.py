@@ -90,14 +90,23 @@ class RecoveryPointMeta(msgspec.Struct):
     paths: list[bytes]
     job_id: str
     started_ns: int
+    root: bytes  # binds the sealed metadata to its tree: a catalog row pointing elsewhere is detected
 
 
 def seal_meta(sealer: Sealer, meta: RecoveryPointMeta) -> bytes:
     return sealer.seal(META_KIND, META_ID, msgspec.msgpack.encode(meta))
 
 
-def open_meta(sealer: Sealer, blob: bytes) -> RecoveryPointMeta:
-    return msgspec.msgpack.decode(sealer.open(META_KIND, META_ID, blob, verify_id=False), type=RecoveryPointMeta)
+def open_meta(sealer: Sealer, rp: RecoveryPoint) -> RecoveryPointMeta:
+    """The sealed metadata of a recovery point, checked to belong to the tree the catalog names."""
+    try:
+        meta = msgspec.msgpack.decode(sealer.open(META_KIND, META_ID, rp.sealed_meta, verify_id=False),
+                                      type=RecoveryPointMeta)
+    except msgspec.DecodeError as exc:
+        raise_error("IntegrityError", what=f"recovery point {rp.rp_id[:8]} metadata: {exc}")
+    if meta.root != rp.root:
+        raise_error("IntegrityError", what=f"recovery point {rp.rp_id[:8]} names a tree its metadata does not")
+    return meta
 
 
 class Uploader:
@@ -230,7 +239,7 @@ class BackupEngine:
                 files=c.files, dirs=c.dirs, other=c.other, bytes_scanned=c.bytes_scanned, bytes_read=c.bytes_read,
                 chunks_new=c.chunks_new, bytes_new_stored=c.bytes_new_stored, packs_uploaded=c.packs_uploaded,
                 failed_files=len(self.failed), duration_s=round(time.monotonic() - self._t0, 3))
-            meta = RecoveryPointMeta(self.hostname, targets, job_id, started)
+            meta = RecoveryPointMeta(self.hostname, targets, job_id, started, root)
             status = JobStatus.WARNINGS if self.failed else JobStatus.COMPLETED
             rp = self.vault.commit(self.machine_id, session, root, status, stats, self.refs,
                                    seal_meta(self.sealer, meta))

@@ -39,6 +39,7 @@ class ChecksumStore:
         self.path = path
         try:
             self._db = sqlite3.connect(path, isolation_level=None)
+            os.chmod(path, 0o600)  # every backed-up path name is in here
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")

@@ -117,3 +117,4 @@ class CacheFolder:
     def ensure(self) -> None:
         for p in (self.root, self.logs):
             p.mkdir(parents=True, exist_ok=True, mode=0o700)
+            p.chmod(0o700)  # also when the folder existed: it holds path names and the wrapped key

@@ -51,7 +51,8 @@ class RestoreEngine:
         self.with_owner = os.geteuid() == 0 if with_owner is None else with_owner
         self.with_acls = with_acls
         self.result = RestoreResult()
-        self._links: dict[int, list[bytes]] = {}  # link id -> path parts of the first restored member
+        self._links: dict[int, list[bytes]] = {}
+        self._unmatched: dict[tuple[bytes, ...], str] = {}  # link id -> path parts of the first restored member
         self._root_fd = -1
         self._t0 = time.monotonic()
         self._next = 0.0
@@ -63,11 +64,14 @@ class RestoreEngine:
         # one batched lookup for every chunk of the point instead of one query per file
         self.reader.preload(self.reader.vault.refs(self.reader.machine_id, rp.rp_id))
         wanted = [_parts(p) for p in include] if include else None
+        self._unmatched = {tuple(w): p for w, p in zip(wanted or [], include or [], strict=True)}
         self._root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
         try:
             self._tree(self._root_fd, os.fsencode(target), [], rp.root, wanted)
         finally:
             os.close(self._root_fd)
+        for path in self._unmatched.values():
+            self._fail(os.fsencode(path), "PathNotInRecoveryPoint", "nothing was restored for it")
         self._progress(force=True)
         return self.result
 
@@ -78,6 +82,7 @@ class RestoreEngine:
         for e in self.reader.tree(tid):
             here = [*parts, e.name]
             sub: list[list[bytes]] | None = None
+            self._unmatched.pop(tuple(here), None)
             if wanted is not None:
                 if any(w[:len(here)] == here and len(w) <= len(here) for w in wanted):
                     sub = None  # inside a wanted path: everything below
@@ -115,8 +120,8 @@ class RestoreEngine:
                 os.mknod(name, 0o600 | fsmeta.IFMT_OF[e.type], dev, dir_fd=dir_fd)
                 self.result.other += 1
             self._meta(dir_fd, full, e)
-        except OSError as exc:
-            self._fail(full, "RestoreWriteFailed", exc.strerror or str(exc))
+        except (OSError, ValueError, OverflowError) as exc:
+            self._fail(full, "RestoreWriteFailed", getattr(exc, "strerror", None) or str(exc))
         self._progress()
 
     def _dir(self, dir_fd: int, full: bytes, parts: list[bytes], e: Entry,

@@ -23,7 +23,7 @@ def command(obj: dict[str, str | None], passphrase_file: str | None, as_json: bo
     rows = []
     for rp in rps:
         try:
-            meta = open_meta(sealer, rp.sealed_meta)
+            meta = open_meta(sealer, rp)
             paths, host = [path_text(p) for p in meta.paths], meta.hostname
         except SafeholdError:
             paths, host = ["(metadata unreadable)"], "?"

@@ -6,6 +6,7 @@ import os
 
 import click
 
+from safehold.agent.backup import open_meta
 from safehold.agent.joblock import JobLock
 from safehold.agent.reader import ChunkReader
 from safehold.agent.restore import RestoreEngine
@@ -36,6 +37,7 @@ def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, .
     """
     agent = load_agent(obj.get("home"), passphrase_file)
     rp = resolve_rp(agent, recovery_point)
+    open_meta(Sealer(agent.keys), rp)  # the catalog row must match what this machine sealed
     if os.path.exists(target) and not os.path.isdir(target):
         raise_error("InvalidArgument", what=f"--target {target} is not a folder")
     renderer = EventRenderer(as_json)

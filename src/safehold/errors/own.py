@@ -144,6 +144,13 @@ ENTRIES: tuple[ErrorSpec, ...] = (
         exit_code=1, kind="file", hex_id=True,
     ),
     ErrorSpec(
+        700407, "PathNotInRecoveryPoint", "The path is not in this recovery point.",
+        causes=("The path was mistyped, or it was not part of the backup that made this recovery point.",),
+        actions=("Give paths as they were backed up, absolute (for example /home/ann/docs); list the recovery "
+                 "points with `safehold recovery-points` to see which folders each one holds.",),
+        exit_code=3, kind="file", hex_id=True,
+    ),
+    ErrorSpec(
         700405, "TargetNotEmpty", "The restore target {path} already holds {name}.",
         causes=("Restore does not overwrite what is already at the target.",),
         actions=("Restore into an empty folder, or remove the existing item first.",),

@@ -65,7 +65,7 @@ def parse(name: str, data: bytes) -> VaultCredentials:
             raise ValueError("vault URL scheme is not supported")
         if creds.expires_ns <= creds.issued_ns:
             raise ValueError("expiry is before issue")
-    except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError, OverflowError, RecursionError) as exc:
         raise_error("VaultCredentialsInvalid", reason=f"the file is damaged ({exc})")
     return creds
 

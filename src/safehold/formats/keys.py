@@ -128,7 +128,7 @@ def parse(data: bytes) -> WrappedKey:
             raise ValueError("key derivation cost out of range")
         if len(w.salt) < 16 or len(w.nonce) != 12 or len(w.ciphertext) != 48:
             raise ValueError("field lengths are wrong")
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, OverflowError, RecursionError) as exc:
         raise_error("PassphraseNotConfigured", detail=f"key file damaged: {exc}")
     return w
 

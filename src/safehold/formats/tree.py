@@ -72,6 +72,8 @@ def decode(data: bytes) -> list[Entry]:
     if names != sorted(set(names)):
         raise_error("IntegrityError", what="tree entries are not sorted and unique")
     for e in tree.entries:
-        if e.type not in TYPES or not e.name or b"/" in e.name or e.name in (b".", b".."):
+        if e.type not in TYPES or not e.name or b"/" in e.name or b"\0" in e.name or e.name in (b".", b".."):
             raise_error("IntegrityError", what=f"tree entry {e.name!r} is invalid")
+        if not (0 <= e.mode <= 0o7777 and 0 <= e.uid < 2**32 and 0 <= e.gid < 2**32 and e.size >= 0):
+            raise_error("IntegrityError", what=f"tree entry {e.name!r} has out-of-range fields")
     return tree.entries
