@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 from conftest import Cli
@@ -85,6 +86,7 @@ def test_keeps_what_tar_and_rsync_lose(registered: Cli, tmp_path: Path) -> None:
     registered.ok("backup", src)
     target = tmp_path / "restore"
     registered.ok("restore", "latest", "--target", target)
+
     assert diff_snapshots(snapshot(src), snapshot(_restored(target, src))) == []
 
 
@@ -110,3 +112,38 @@ def test_file_with_the_bytes_of_an_empty_folder_listing(registered: Cli, tmp_pat
     target = tmp_path / "restore"
     registered.ok("restore", "latest", "--target", target)
     assert diff_snapshots(snapshot(src), snapshot(_restored(target, src))) == []
+
+
+def test_very_deep_tree(registered: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    fd = os.open(src, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(3000):  # far deeper than PATH_MAX allows by name, and than Python's default recursion
+        os.mkdir("d", dir_fd=fd)
+        nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = nxt
+    with os.fdopen(os.open("bottom.txt", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd), "w") as f:
+        f.write("deep")
+    os.close(fd)
+    registered.ok("backup", src)
+    target = tmp_path / "restore"
+    registered.ok("restore", "latest", "--target", target)
+
+    def levels(root: Path) -> tuple[int, bytes, list[int]]:
+        fd, depth, mtimes = os.open(root, os.O_RDONLY | os.O_DIRECTORY), 0, []
+        while "d" in os.listdir(fd):
+            mtimes.append(os.stat("d", dir_fd=fd, follow_symlinks=False).st_mtime_ns)
+            nxt = os.open("d", os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+            os.close(fd)
+            fd, depth = nxt, depth + 1
+        with os.fdopen(os.open("bottom.txt", os.O_RDONLY, dir_fd=fd), "rb") as f:
+            data = f.read()
+        os.close(fd)
+        return depth, data, mtimes
+
+    try:
+        assert levels(_restored(target, src)) == levels(src)
+    finally:  # pytest's own clean-up recurses per level; take the chains down from the bottom
+        for root in (src, _restored(target, src)):
+            subprocess.run(["rm", "-rf", str(root)], check=True)

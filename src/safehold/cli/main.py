@@ -40,7 +40,12 @@ for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_res
     cli.add_command(module.command)
 
 
+# Trees are walked recursively, one Python frame pair per folder level; allow deep trees.
+RECURSION_LIMIT = 100_000
+
+
 def main(argv: list[str] | None = None) -> None:
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
     try:
         code = cli.main(args=argv, prog_name="safehold", standalone_mode=False)
