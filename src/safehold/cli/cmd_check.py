@@ -14,28 +14,37 @@ from safehold.formats.chunks import Sealer
 
 @click.command("check")
 @click.option("--read-data", is_flag=True, help="Also read and verify every stored byte (slow).")
+@click.option("--repair", is_flag=True,
+              help="Drop damaged chunks from the index so that the next backup stores their data again.")
 @click.option("--passphrase-file", metavar="FILE")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def command(obj: dict[str, str | None], read_data: bool, passphrase_file: str | None, as_json: bool) -> None:
+def command(obj: dict[str, str | None], read_data: bool, repair: bool, passphrase_file: str | None,
+            as_json: bool) -> None:
     """Check the index, every tree and (with --read-data) all data; list problems with the recovery
     points they affect."""
     agent = load_agent(obj.get("home"), passphrase_file)
     renderer = EventRenderer(as_json)
     reader = ChunkReader(agent.vault, agent.machine_id, Sealer(agent.keys))
-    report = CheckEngine(agent.vault, reader, renderer).run(read_data)
+    report = CheckEngine(agent.vault, reader, renderer).run(read_data, repair)
     renderer.end_line()
     problems = [{"problem": p.what, "recovery_points": list(p.recovery_points)} for p in report.problems]
     if as_json:
         emit_json({"event": "summary", "recovery_points": report.recovery_points, "trees": report.trees,
                    "packs_read": report.packs_read, "chunks_verified": report.chunks_verified,
+                   "chunks_forgotten": report.chunks_forgotten, "notes": report.notes,
                    "problems": problems})
     else:
+        for note in report.notes:
+            click.echo(f"note: {note}")
         for p in report.problems:
             affected = ", ".join(r[:8] for r in p.recovery_points) or "none"
             click.echo(f"problem: {p.what}; affects recovery points: {affected}")
         click.echo(f"Checked {report.recovery_points} recovery points, {report.trees} trees"
                    + (f", {report.packs_read} packs, {report.chunks_verified} chunks" if read_data else "")
                    + f": {len(report.problems)} problem(s).")
+        if report.chunks_forgotten:
+            click.echo(f"{report.chunks_forgotten} damaged chunk(s) dropped from the index: back up again to "
+                       "store their data anew; recovery points that use them heal when it is.")
     if report.problems:
         raise_error("CheckFailed", count=len(report.problems))

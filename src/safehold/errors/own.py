@@ -114,7 +114,8 @@ ENTRIES: tuple[ErrorSpec, ...] = (
         700302, "CheckFailed", "The check found {count} problem(s).",
         causes=("Data or metadata in the vault is damaged or missing.",),
         actions=("Read the problems listed above; each names the recovery points it affects.",
-                 "Back up again to store the damaged data anew; keep the damaged points until then."),
+                 "Run `safehold check --read-data --repair` to drop the damaged data from the index, then back "
+                 "up again: data still on this machine is stored anew and the affected points heal."),
         exit_code=1,
     ),
     # 7004xx: jobs, backup and restore

@@ -259,6 +259,16 @@ class VaultService:
             c.execute(sa.delete(t.sessions).where(t.sessions.c.session_id == session))
         return rp
 
+    def forget_chunks(self, machine_id: MachineId, ids: Iterable[ChunkId]) -> int:
+        """Drop index entries of chunks found damaged, so that the next backup stores them anew."""
+        wanted = list(ids)
+        removed = 0
+        with self.eng.begin() as c:
+            for i in range(0, len(wanted), 500):
+                removed += c.execute(sa.delete(t.chunks).where(
+                    t.chunks.c.machine_id == machine_id, t.chunks.c.chunk_id.in_(wanted[i:i + 500]))).rowcount
+        return removed
+
     # ---- reading --------------------------------------------------------------------------------------
 
     def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]:
