@@ -204,3 +204,26 @@ def test_unreadable_and_offline_files_from_a_failing_file_system(registered: Cli
     target = tmp_path / "restore"
     registered.ok("restore", "latest", "--target", target)
     assert (restored(target, mnt) / "good.txt").read_text() == "all good\n"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting needs root")
+def test_kernel_file_systems_are_kept_as_empty_mount_points(registered: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    (src / "proc").mkdir(parents=True)
+    (src / "sys").mkdir()
+    (src / "data.txt").write_text("data")
+    subprocess.run(["mount", "-t", "proc", "proc", str(src / "proc")], check=True)
+    try:
+        subprocess.run(["mount", "-t", "sysfs", "sysfs", str(src / "sys")], check=True)
+        try:
+            s = registered.ok("backup", src, "--json").summary()
+        finally:
+            subprocess.run(["umount", str(src / "sys")], check=True)
+    finally:
+        subprocess.run(["umount", str(src / "proc")], check=True)
+    assert s["status"] == "Completed" and s["files"] == 1, s
+    target = tmp_path / "restore"
+    registered.ok("restore", "latest", "--target", target)
+    out = restored(target, src)
+    assert (out / "data.txt").read_text() == "data"
+    assert os.listdir(out / "proc") == [] and os.listdir(out / "sys") == []

@@ -210,6 +210,7 @@ class BackupEngine:
                 self._skip.add((st.st_dev, st.st_ino))
             except OSError:
                 pass
+        self._pseudo = fsmeta.pseudo_fs_devices()
         self._links: dict[tuple[int, int], tuple[int, list[bytes], list[tuple[int, int]] | None]] = {}
         self._total: int | None = None
         self._done = 0  # bytes of file content processed so far (read, or skipped as unchanged)
@@ -355,6 +356,10 @@ class BackupEngine:
             if e.type == tree.DIR:
                 if (st.st_dev, st.st_ino) in self._skip:
                     return None
+                if st.st_dev in self._pseudo:  # /proc, /sys and the like: keep the mount point, empty
+                    e.subtree = self._put_tree([])
+                    self.counters.dirs += 1
+                    return e
                 try:
                     fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
                 except OSError as exc:

@@ -93,6 +93,34 @@ def read_xattrs(dir_fd: int, dir_path: bytes, name: bytes, fd: int | None = None
             os.close(own)
 
 
+# Kernel and virtual file systems: their files describe the running system, not data to keep. Mount points
+# of these types are backed up as empty folders.
+PSEUDO_FS = frozenset({
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "securityfs", "debugfs", "tracefs", "pstore",
+    "bpf", "mqueue", "hugetlbfs", "configfs", "fusectl", "binfmt_misc", "autofs", "efivarfs", "rpc_pipefs",
+    "nsfs", "selinuxfs",
+})
+
+
+def pseudo_fs_devices(mountinfo: str = "/proc/self/mountinfo") -> set[int]:
+    """Device numbers of every mounted kernel or virtual file system."""
+    devs: set[int] = set()
+    try:
+        with open(mountinfo, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return devs
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fstype = right.split(" ", 1)[0]
+        fields = left.split(" ")
+        if fstype in PSEUDO_FS and len(fields) > 2:
+            major, _, minor = fields[2].partition(":")
+            if major.isdigit() and minor.isdigit():
+                devs.add(os.makedev(int(major), int(minor)))
+    return devs
+
+
 def entry_from_stat(name: bytes, st: os.stat_result) -> Entry:
     kind = TYPE_OF[stat.S_IFMT(st.st_mode)]
     return Entry(
