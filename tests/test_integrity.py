@@ -118,3 +118,46 @@ def test_repair_then_backup_heals_damaged_points(registered: Cli, tmp_path: Path
         target = tmp_path / f"restore-{rp[:8]}"
         registered.ok("restore", rp, "--target", target)
         assert (restored(target, src) / "a.bin").read_bytes() == bytes(range(256)) * 4000
+
+
+def test_restore_metadata_cannot_be_redirected_by_a_swapped_symlink(registered: Cli, tmp_path: Path,
+                                                                    monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Between writing a file and setting its mode, another user swaps it for a symlink to a victim file.
+    The mode must land on the restored file's inode, never on the victim."""
+    import os
+
+    from safehold.agent import fsmeta
+    from safehold.agent.home import AgentHome
+    from safehold.agent.reader import ChunkReader
+    from safehold.agent.registration import open_keys
+    from safehold.agent.restore import RestoreEngine
+    from safehold.formats.chunks import Sealer
+    from safehold.model import MachineId
+    from safehold.vault.service import VaultService
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "open.txt").write_text("public")
+    (src / "open.txt").chmod(0o666)
+    registered.ok("backup", src)
+    victim = tmp_path / "victim"
+    victim.write_text("secret")
+    victim.chmod(0o600)
+
+    target = tmp_path / "restore"
+    real_apply = fsmeta.apply_meta
+
+    def swap_then_apply(fd_or_path, e, with_owner, with_acls):  # type: ignore[no-untyped-def]
+        if e.name == b"open.txt":
+            placed = restored(target, src) / "open.txt"
+            placed.unlink()
+            placed.symlink_to(victim)
+        return real_apply(fd_or_path, e, with_owner, with_acls)
+
+    monkeypatch.setattr(fsmeta, "apply_meta", swap_then_apply)
+    reg = AgentHome(registered.home).load()
+    keys = open_keys(reg, (registered.home / "passphrase").read_text().strip())
+    vault = VaultService.open_folder(Path(reg.vault_url.removeprefix("file://")))
+    rp = vault.recovery_points(MachineId(reg.machine_id))[-1]
+    RestoreEngine(ChunkReader(vault, MachineId(reg.machine_id), Sealer(keys)), lambda e: None).run(rp, str(target))
+    assert os.stat(victim).st_mode & 0o777 == 0o600, "the restore changed a file outside its target"
