@@ -160,17 +160,19 @@ def test_interrupted_backup_resumes_without_resending(tmp_path: Path) -> None:
     class Stop(Exception):
         pass
 
-    engine: BackupEngine | None = None
+    engine, store = _engine(tmp_path, lambda e: None)
+    vault = engine.vault
+    real_put = vault.put_pack
 
-    def stop_after_first_pack(event: Event) -> None:
-        if engine is not None and engine.counters.packs_uploaded >= 1:
-            raise Stop
+    def put_then_stop(*args, **kwargs):  # type: ignore[no-untyped-def]
+        real_put(*args, **kwargs)  # the pack is stored and indexed, then the connection "drops"
+        raise Stop
 
-    engine, store = _engine(tmp_path, stop_after_first_pack)
+    engine.vault.put_pack = put_then_stop  # type: ignore[method-assign]
     with pytest.raises(Stop):
         engine.run([str(src)])
     store.close()
-    vault = engine.vault
+    vault.put_pack = real_put  # type: ignore[method-assign]
     assert vault.recovery_points(engine.machine_id) == []
     kept = sum(n for _, n in vault.packs(engine.machine_id))
     assert kept >= 32 * 1024 * 1024, "the interrupted run kept its uploaded pack"
