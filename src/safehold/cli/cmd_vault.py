@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import click
 
+from safehold.agent.home import write_private
 from safehold.cli.render import emit_json, human_time
 from safehold.errors import raise_error
 from safehold.formats.credentials import DEFAULT_VALID_DAYS, EXTENSION, VaultCredentials
@@ -23,10 +23,7 @@ def _write_credentials(creds: VaultCredentials, out: str | None, vault_dir: Path
     path = Path(out) if out else Path.cwd() / f"{creds.vault_name}_{day}{EXTENSION}"
     if path.suffix.lower() != EXTENSION:
         raise_error("InvalidArgument", what=f"the credentials file name must end in {EXTENSION}")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-    with os.fdopen(fd, "wb") as f:
-        os.fchmod(f.fileno(), 0o600)
-        f.write(creds.encode())
+    write_private(path, creds.encode())
     return path
 
 
