@@ -22,7 +22,7 @@ import msgspec
 
 from safehold.agent import fsmeta
 from safehold.agent.checksums import ChecksumStore, FileState
-from safehold.agent.events import EventSink, ItemFailed, Notice, Progress
+from safehold.agent.events import EventSink, ItemFailed, Notice, Progress, ProgressClock
 from safehold.agent.reader import ChunkReader
 from safehold.errors import raise_error
 from safehold.formats import chunks as chunkfmt
@@ -43,10 +43,8 @@ from safehold.model import (
 from safehold.ports import VaultClient
 
 PACK_TARGET = 32 * 1024 * 1024
-READ_BLOCK = 8 * 1024 * 1024
 META_KIND = 3
 META_ID = b"\0" * 32
-PROGRESS_EVERY_S = 0.25
 # A file whose ctime is within this window of the moment its read began could change again
 # within the same timestamp tick (coarse kernel clocks: up to 10 ms) without its stat changing; such a
 # file is read again next time instead of being trusted from the checksum store, as git does.
@@ -214,8 +212,7 @@ class BackupEngine:
         self._links: dict[tuple[int, int], tuple[int, list[bytes], list[tuple[int, int]] | None]] = {}
         self._total: int | None = None
         self._done = 0  # bytes of file content processed so far (read, or skipped as unchanged)
-        self._t0 = time.monotonic()
-        self._next_progress = 0.0
+        self._clock = ProgressClock()
 
     # ---- top level --------------------------------------------------------------------------------
 
@@ -239,7 +236,7 @@ class BackupEngine:
             stats = BackupStats(
                 files=c.files, dirs=c.dirs, other=c.other, bytes_scanned=c.bytes_scanned, bytes_read=c.bytes_read,
                 chunks_new=c.chunks_new, bytes_new_stored=c.bytes_new_stored, packs_uploaded=c.packs_uploaded,
-                failed_files=len(self.failed), duration_s=round(time.monotonic() - self._t0, 3))
+                failed_files=len(self.failed), duration_s=round(self._clock.elapsed(), 3))
             meta = RecoveryPointMeta(self.hostname, targets, job_id, started, root)
             status = JobStatus.WARNINGS if self.failed else JobStatus.COMPLETED
             rp = self.vault.commit(self.machine_id, session, root, status, stats, self.refs,
@@ -303,7 +300,7 @@ class BackupEngine:
                     if not stat.S_ISDIR(st.st_mode):  # changed since the targets were resolved
                         raise_error("PathNotReadable", path=os.fsdecode(full), reason="it is no longer a folder")
                     e = fsmeta.entry_from_stat(name, st)
-                    e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(fd, path, name)
+                    fsmeta.fill_xattrs(e, fd, path, name)
                     e.subtree = self._trie_tree(full, child)
                     entries.append(e)
             return self._put_tree(entries)
@@ -366,7 +363,7 @@ class BackupEngine:
                     self._fail(full, _code_for(exc, is_dir=True), exc.strerror or str(exc))
                     return None
                 try:
-                    e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name, fd)
+                    fsmeta.fill_xattrs(e, dir_fd, path, name, fd)
                     e.subtree = self._dir(fd, full)
                 finally:
                     os.close(fd)
@@ -378,7 +375,7 @@ class BackupEngine:
             else:
                 if e.type == tree.SYMLINK:
                     e.target = os.readlink(name, dir_fd=dir_fd)
-                e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name)
+                fsmeta.fill_xattrs(e, dir_fd, path, name)
                 self.counters.other += 1
         except OSError as exc:
             self._fail(full, _code_for(exc, e.type == tree.DIR), exc.strerror or str(exc))
@@ -393,14 +390,14 @@ class BackupEngine:
         if st.st_nlink > 1 and link_key in self._links:
             e.link_id, chunks, e.extents = self._links[link_key]
             e.chunks = chunks
-            e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name)
+            fsmeta.fill_xattrs(e, dir_fd, path, name)
             return True
         cached = self.store.get(full)
         if (cached is not None and cached.size == st.st_size and cached.mtime_ns == st.st_mtime_ns
                 and cached.ctime_ns == st.st_ctime_ns and cached.inode == st.st_ino
                 and all(c in self.up.known for c in cached.chunks)):
             e.chunks, e.extents = cached.chunks, cached.extents
-            e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name)
+            fsmeta.fill_xattrs(e, dir_fd, path, name)
             self._done += st.st_size
         else:
             done_before = self._done
@@ -415,7 +412,7 @@ class BackupEngine:
                 if not stat.S_ISREG(before.st_mode) or (before.st_dev, before.st_ino) != link_key:
                     self._fail(full, "FileChangedWhileRead", "the file was replaced while the folder was read")
                     return False
-                e.xattrs, e.acl_access, e.acl_default = fsmeta.read_xattrs(dir_fd, path, name, fd)
+                fsmeta.fill_xattrs(e, dir_fd, path, name, fd)
                 try:
                     e.chunks, e.extents = self._content(fd, before)
                 except ChangedWhileRead as exc:
@@ -480,12 +477,10 @@ class BackupEngine:
     # ---- progress and change-tracking rebuild --------------------------------------------------------
 
     def _progress(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now < self._next_progress:
-            return
-        self._next_progress = now + PROGRESS_EVERY_S
-        c = self.counters
-        self.events(Progress("backup", c.files + c.dirs + c.other, self._done, self._total, now - self._t0))
+        elapsed = self._clock.due(force)
+        if elapsed is not None:
+            c = self.counters
+            self.events(Progress("backup", c.files + c.dirs + c.other, self._done, self._total, elapsed))
 
     def _scan_total(self, targets: list[bytes]) -> None:
         total = 0

@@ -5,8 +5,11 @@ Engines never print: they call an `EventSink` with these values.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+PROGRESS_EVERY_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -47,3 +50,22 @@ EventSink = Callable[[Event], None]
 
 def discard(_event: Event) -> None:
     pass
+
+
+class ProgressClock:
+    """When an engine's next progress event is due: at most one per PROGRESS_EVERY_S, the first at once."""
+
+    def __init__(self) -> None:
+        self.t0 = time.monotonic()
+        self._next = 0.0
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.t0
+
+    def due(self, force: bool = False) -> float | None:
+        """Seconds since the start when an event is due now, else None."""
+        now = time.monotonic()
+        if not force and now < self._next:
+            return None
+        self._next = now + PROGRESS_EVERY_S
+        return now - self.t0

@@ -52,9 +52,14 @@ def path_for(dir_fd: int, dir_path: bytes, name: bytes) -> tuple[bytes, int | No
     return f"/proc/self/fd/{fd}".encode(), fd
 
 
-def read_xattrs(dir_fd: int, dir_path: bytes, name: bytes, fd: int | None = None
-                ) -> tuple[list[tuple[bytes, bytes]] | None, bytes | None, bytes | None]:
-    """(other xattrs, access ACL, default ACL) of one item; file systems without xattrs give Nones."""
+def fill_xattrs(e: Entry, dir_fd: int, dir_path: bytes, name: bytes, fd: int | None = None) -> None:
+    """Set the entry's xattrs and ACLs from the item; file systems without xattrs leave them None."""
+    e.xattrs, e.acl_access, e.acl_default = _read_xattrs(dir_fd, dir_path, name, fd)
+
+
+def _read_xattrs(dir_fd: int, dir_path: bytes, name: bytes, fd: int | None = None
+                 ) -> tuple[list[tuple[bytes, bytes]] | None, bytes | None, bytes | None]:
+    """(other xattrs, access ACL, default ACL) of one item."""
     own: int | None = None
     try:
         if fd is not None:

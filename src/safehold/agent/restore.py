@@ -8,19 +8,16 @@ from __future__ import annotations
 
 import os
 import stat
-import time
 from dataclasses import dataclass, field
 
 from safehold import errors
 from safehold.agent import fsmeta
-from safehold.agent.events import EventSink, ItemFailed, Progress
+from safehold.agent.events import EventSink, ItemFailed, Progress, ProgressClock
 from safehold.agent.reader import ChunkReader
 from safehold.errors import SafeholdError
 from safehold.formats import tree
 from safehold.formats.tree import Entry
 from safehold.model import CHUNK_DATA, JobStatus, RecoveryPoint
-
-PROGRESS_EVERY_S = 0.25
 
 
 @dataclass
@@ -52,10 +49,9 @@ class RestoreEngine:
         self.with_acls = with_acls
         self.result = RestoreResult()
         self._links: dict[int, list[bytes]] = {}
-        self._unmatched: dict[tuple[bytes, ...], str] = {}  # link id -> path parts of the first restored member
+        self._unmatched: dict[tuple[bytes, ...], str] = {}  # requested paths not met yet
         self._root_fd = -1
-        self._t0 = time.monotonic()
-        self._next = 0.0
+        self._clock = ProgressClock()
         self._total: int | None = None
 
     def run(self, rp: RecoveryPoint, target: str, include: list[str] | None = None) -> RestoreResult:
@@ -226,10 +222,7 @@ class RestoreEngine:
             self._fail(full, "RestoreWriteFailed", "; ".join(problems))
 
     def _progress(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now < self._next:
-            return
-        self._next = now + PROGRESS_EVERY_S
-        r = self.result
-        self.events(Progress("restore", r.files + r.dirs + r.other, r.bytes_written, self._total,
-                             now - self._t0))
+        elapsed = self._clock.due(force)
+        if elapsed is not None:
+            r = self.result
+            self.events(Progress("restore", r.files + r.dirs + r.other, r.bytes_written, self._total, elapsed))
