@@ -102,6 +102,15 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                  "so that the data is stored anew.",),
         http_status=409,
     ),
+    ErrorSpec(
+        700206, "CatalogOutdated", "The vault catalog has an older schema ({revision}) than this safehold needs "
+        "({head}).",
+        causes=("safehold was upgraded and the vault catalog was not migrated yet.",
+                "The catalog was made by a safehold version from before catalog schema versions."),
+        actions=("Stop the vault servers that use this catalog, run `safehold vault migrate VAULT` once (VAULT is "
+                 "the vault folder), then start them again.",),
+        http_status=503,
+    ),
     # 7003xx: integrity
     ErrorSpec(
         700301, "IntegrityError", "Stored data failed verification: {what}.",

@@ -1,15 +1,39 @@
 """The vault catalog on SQLAlchemy Core: vault settings, credentials, machines, packs, chunk index,
 backup sessions and recovery points. SQLite for the embedded vault; the same tables run on PostgreSQL.
+
+The Table definitions below are the schema; the Alembic revisions in `migrations/versions` build it, and a
+test checks that `upgrade` on an empty database yields exactly these tables. A schema change is a change
+here plus a new revision. Alembic is configured in code (no alembic.ini) and imported only when migrating,
+so opening a vault costs one small query (`check_current`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-metadata = sa.MetaData()
+from safehold.errors import raise_error
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+# The newest revision in migrations/versions; tests/test_catalog.py checks it against Alembic's own view.
+HEAD = "0001"
+VERSION_TABLE = "alembic_version"
+
+# Names for constraints, so that later revisions (batch mode on SQLite) can refer to them.
+metadata = sa.MetaData(naming_convention={
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+})
 
 vault = sa.Table(
     "vault", metadata,
@@ -18,6 +42,8 @@ vault = sa.Table(
     sa.Column("created_ns", sa.BigInteger, nullable=False),
     sa.Column("max_machines", sa.Integer, nullable=False),
     sa.Column("format_version", sa.Integer, nullable=False),
+    sa.Column("public_url", sa.String(2048)),  # the address agents use for a vault server
+    sa.Column("admin_token_digest", sa.String(64)),
 )
 
 credentials = sa.Table(
@@ -39,6 +65,7 @@ machines = sa.Table(
     sa.Column("registered_ns", sa.BigInteger, nullable=False),
     sa.Column("token_digest", sa.String(64), nullable=False),
     sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
+    sa.Column("key_verifier", sa.String(64)),
 )
 
 packs = sa.Table(
@@ -76,6 +103,8 @@ recovery_points = sa.Table(
     sa.Column("stats", sa.JSON, nullable=False),
     sa.Column("sealed_meta", sa.LargeBinary, nullable=False),
     sa.Column("refs", sa.LargeBinary, nullable=False),  # concatenated 32-byte chunk ids, sorted
+    # the backup session that committed it: a repeated commit of one session finds its point here
+    sa.Column("session_id", sa.String(64), unique=True, index=True),
 )
 
 
@@ -94,5 +123,91 @@ def engine(url: str) -> sa.Engine:
     return eng
 
 
+def insert_ignore(table: sa.Table, dialect: str) -> Any:
+    """INSERT ... ON CONFLICT DO NOTHING: rows whose key exists already are skipped, not an error, so that
+    two vault servers taking the same upload at once both succeed."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql  # noqa: PLC0415
+        return postgresql.insert(table).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite  # noqa: PLC0415
+        return sqlite.insert(table).on_conflict_do_nothing()
+    raise ValueError(f"the catalog does not run on {dialect}")
+
+
+# ---- schema versions ------------------------------------------------------------------------------------
+
+
+def _alembic_config(conn: sa.Connection) -> Config:
+    from alembic.config import Config  # noqa: PLC0415  (about 0.2 s to import: only when migrating)
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = conn
+    return cfg
+
+
+def revision(conn: sa.Connection) -> str | None:
+    """The catalog's schema revision; None for an empty database or a catalog made before migrations."""
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    version = sa.table(VERSION_TABLE, sa.column("version_num", sa.String))
+    heads: Sequence[str] = conn.execute(sa.select(version.c.version_num)).scalars().all()
+    return ",".join(sorted(heads)) or None
+
+
+def is_empty(conn: sa.Connection) -> bool:
+    """True when the database holds none of the catalog's tables (and no version table)."""
+    names = set(sa.inspect(conn).get_table_names())
+    return not names & ({*metadata.tables, VERSION_TABLE})
+
+
+def upgrade(eng: sa.Engine) -> tuple[str | None, str]:
+    """Bring the catalog to the newest revision; returns (revision before, revision after).
+
+    An empty database gets every table; a catalog made before migrations existed (its tables, no version
+    table) is completed by the first revision. Safe to run again: at head it changes nothing.
+    """
+    from alembic import command  # noqa: PLC0415
+
+    with eng.begin() as conn:
+        if conn.dialect.name == "postgresql":  # two `vault migrate` at once: the second waits, then finds head
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7002060001)"))
+        before = revision(conn)
+        if before != HEAD:
+            command.upgrade(_alembic_config(conn), "head")
+        after = revision(conn)
+    assert after is not None
+    return before, after
+
+
 def create(eng: sa.Engine) -> None:
-    metadata.create_all(eng)
+    """Make the catalog's tables in an empty database."""
+    upgrade(eng)
+
+
+def check_current(eng: sa.Engine) -> None:
+    """Refuse a catalog whose schema is older (CatalogOutdated) or newer (CatalogCorrupt) than this program's.
+
+    Reads only: vault servers sharing one database open it concurrently; `safehold vault migrate` upgrades."""
+    with eng.connect() as conn:
+        rev = revision(conn)
+        empty = rev is None and is_empty(conn)
+    if rev == HEAD:
+        return
+    if empty:
+        raise_error("CatalogCorrupt", reason="the database holds no vault catalog")
+    if rev is None or _known(rev):
+        raise_error("CatalogOutdated", revision=rev or "none (made before schema versions)", head=HEAD)
+    raise_error("CatalogCorrupt", reason=f"its schema revision {rev} is newer than this safehold knows ({HEAD}); "
+                                         "upgrade safehold")
+
+
+def _known(rev: str) -> bool:
+    from alembic.script import ScriptDirectory  # noqa: PLC0415
+
+    script = ScriptDirectory(str(MIGRATIONS))
+    try:
+        return all(script.get_revision(r) is not None for r in rev.split(","))
+    except Exception:  # alembic raises its own errors for unknown or ambiguous ids
+        return False
