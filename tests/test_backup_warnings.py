@@ -63,7 +63,7 @@ def _engine(tmp_path: Path, sink) -> tuple[BackupEngine, ChecksumStore]:  # type
     svc = VaultService.init_folder(tmp_path / "vault")
     creds = tmp_path / "c.vaultcredentials"
     creds.write_bytes(svc.issue_credentials().encode())
-    reg = register(AgentHome(tmp_path / "agent"), creds, PASSPHRASE, lambda c: svc)
+    reg = register(AgentHome(tmp_path / "agent"), creds, PASSPHRASE, lambda c, t: svc)
     keys = open_keys(reg, PASSPHRASE)
     store = ChecksumStore(CacheFolder(Path(reg.cache_folder)).checksum_store, keys.key_id)
     return BackupEngine(svc, MachineId(reg.machine_id), keys, store, sink), store

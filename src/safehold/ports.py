@@ -1,6 +1,7 @@
 """The small interfaces the engines depend on: blob storage, the vault as the agent sees it, the clock.
 
-Adapters implement them (vault/blobstore.py, vault/embedded.py, later the HTTP client); engines never pick one.
+Adapters implement them (vault/blobstore.py, vault/service.py in-process, agent/remote.py over HTTPS);
+engines never pick one.
 """
 
 from __future__ import annotations
@@ -50,8 +51,12 @@ class VaultClient(Protocol):
     def info(self) -> VaultInfo: ...
 
     # registration and keys
-    def register(self, creds: VaultCredentials, machine: MachineInfo, wrapped_key: bytes) -> str:
-        """Consume a credentials file, record the machine; returns the machine's access token."""
+    def register(self, creds: VaultCredentials, machine: MachineInfo, wrapped_key: bytes, key_verifier: str,
+                 key_proof: bytes | None) -> str:
+        """Consume a credentials file, record the machine; returns the machine's access token.
+
+        A machine the vault knows already is re-registered only with `key_proof` (docs/protocol.md).
+        """
         ...
 
     def wrapped_key(self, machine_id: MachineId) -> bytes: ...

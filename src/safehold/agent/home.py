@@ -60,6 +60,7 @@ class Registration:
     cache_folder: str
     key_id: str
     registered_ns: int
+    tls_fingerprint: str | None = None  # pinned certificate of a vault server; None for an embedded vault
 
 
 class AgentHome:
@@ -77,6 +78,20 @@ class AgentHome:
     @property
     def passphrase_file(self) -> Path:
         return self.root / "passphrase"
+
+    @property
+    def settings_file(self) -> Path:
+        return self.root / "settings.json"
+
+    @property
+    def proxy_password_file(self) -> Path:
+        return self.root / "proxy.password"
+
+    def token(self) -> str:
+        try:
+            return read_private(self.token_file).decode("ascii", errors="replace").strip()
+        except FileNotFoundError:
+            raise_error("TokenInvalid", detail=f"{self.token_file} is missing")
 
     def load(self) -> Registration:
         try:

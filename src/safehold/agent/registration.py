@@ -44,8 +44,13 @@ def read_credentials(path: Path) -> VaultCredentials:
     return credfmt.parse(path.name, data)
 
 
-def register(home: AgentHome, creds_path: Path, passphrase: str, connect: Callable[[VaultCredentials], VaultClient],
+def register(home: AgentHome, creds_path: Path, passphrase: str,
+             connect: Callable[[VaultCredentials, str | None], VaultClient],
              cache_folder: Path | None = None, clock: Clock | None = None) -> Registration:
+    """Register, or re-register (same machine id and key, new host name and token) when already registered.
+
+    `connect(creds, token)` gives a client of the vault the file names; `token` is the current one, if any.
+    """
     creds = read_credentials(creds_path)
     existing = home.load_optional()
     if existing is not None and existing.vault_id != creds.vault_id:
@@ -56,21 +61,26 @@ def register(home: AgentHome, creds_path: Path, passphrase: str, connect: Callab
         raise_error("VaultCredentialsInvalid", reason="the file has expired")
     keyfmt.check_passphrase(passphrase)
 
-    client = connect(creds)
+    proof: bytes | None = None
     if existing is not None:
-        # Re-registration keeps the machine's identity and key: the passphrase must be the one first used.
+        # Re-registration keeps the machine's identity and key: the passphrase must be the one first used,
+        # and the vault checks a proof derived from the key, so neither passphrase nor key leaves the machine.
         cache = CacheFolder(Path(cache_folder or existing.cache_folder))
-        wrapped = cache.key_file.read_bytes() if cache.key_file.exists() else \
-            client.wrapped_key(MachineId(existing.machine_id))
+        if cache.key_file.exists():
+            wrapped = cache.key_file.read_bytes()
+        else:
+            token = home.token() if home.token_file.exists() else None
+            wrapped = connect(creds, token).wrapped_key(MachineId(existing.machine_id))
         keys = keyfmt.unwrap(wrapped, passphrase)
         machine_id = existing.machine_id
+        proof = keys.auth_key
     else:
         cache = CacheFolder(cache_folder or home.root / "cache")
         keys = MachineKeys.generate()
         machine_id = uuid.uuid4().hex
     wrapped = keyfmt.wrap(keys, passphrase)
     machine = MachineInfo(MachineId(machine_id), local_hostname(), os_machine_id(), __version__)
-    token = client.register(creds, machine, wrapped)
+    token = connect(creds, None).register(creds, machine, wrapped, keys.key_verifier, proof)
 
     cache.ensure()
     write_private(cache.key_file, wrapped)
@@ -80,7 +90,7 @@ def register(home: AgentHome, creds_path: Path, passphrase: str, connect: Callab
         vault_id=creds.vault_id, vault_name=creds.vault_name, vault_url=creds.url, machine_id=machine_id,
         hostname=machine.hostname, os_machine_id=machine.os_machine_id,
         cache_folder=str(cache.root.absolute()), key_id=keys.key_id,
-        registered_ns=(clock or SystemClock()).now_ns())
+        registered_ns=(clock or SystemClock()).now_ns(), tls_fingerprint=creds.tls_fingerprint)
     home.save(reg)
     return reg
 

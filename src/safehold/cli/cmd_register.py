@@ -9,7 +9,7 @@ import click
 
 from safehold.agent.home import AgentHome, default_home
 from safehold.agent.registration import register
-from safehold.cli.context import connect, prompt_passphrase, read_passphrase_file
+from safehold.cli.context import connect_for_registration, prompt_passphrase, read_passphrase_file
 from safehold.cli.render import emit_json
 from safehold.errors import raise_error
 from safehold.formats.keys import check_passphrase, generate_passphrase
@@ -49,7 +49,7 @@ def command(obj: dict[str, str | None], creds: str, passphrase_file: str | None,
     check_passphrase(passphrase)
     home_dir = obj.get("home")
     home = AgentHome(Path(home_dir) if home_dir else default_home())
-    reg = register(home, Path(creds), passphrase, lambda c: connect(c.url),
+    reg = register(home, Path(creds), passphrase, lambda c, token: connect_for_registration(home, c, token),
                    cache_folder=Path(cache_folder) if cache_folder else None)
     if as_json:
         emit_json({"machine_id": reg.machine_id, "vault_id": reg.vault_id, "vault": reg.vault_name,

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from safehold.agent import settings as agent_settings
 from safehold.agent.home import AgentHome, CacheFolder, Registration, default_home, read_private
-from safehold.agent.registration import open_keys, stored_passphrase
+from safehold.agent.registration import local_hostname, open_keys, stored_passphrase
 from safehold.errors import raise_error
+from safehold.formats.credentials import VaultCredentials
 from safehold.formats.keys import MachineKeys
 from safehold.model import MachineId, RecoveryPoint
 from safehold.ports import VaultClient
@@ -26,10 +28,30 @@ def vault_folder(url: str) -> Path:
     return Path(unquote(parsed.path))
 
 
-def connect(url: str) -> VaultClient:
-    if url.startswith("file://"):
-        return VaultService.open_folder(vault_folder(url))
-    raise_error("InvalidArgument", what=f"remote vault {url}: this build supports embedded (file://) vaults only")
+def remote(home: AgentHome, url: str, fingerprint: str | None, token: str | None) -> VaultClient:
+    if not fingerprint:
+        raise_error("VaultCredentialsInvalid", reason="the registration names a vault server without a TLS "
+                                                      "fingerprint")
+    from safehold.agent.remote import RemoteVault  # noqa: PLC0415 - httpx loads only for a vault server
+
+    s = agent_settings.load(home)
+    return RemoteVault(url, fingerprint, token=token, hostname=local_hostname(), proxy=s.proxy,
+                       proxy_auth=agent_settings.proxy_auth(home, s), use_env=not s.no_proxy)
+
+
+def connect_for_registration(home: AgentHome, creds: VaultCredentials, token: str | None) -> VaultClient:
+    if creds.url.startswith("file://"):
+        return VaultService.open_folder(vault_folder(creds.url))
+    return remote(home, creds.url, creds.tls_fingerprint, token)
+
+
+def connect(home: AgentHome, reg: Registration) -> VaultClient:
+    """The vault of a registration, as this machine: the vault checks the token and the host name."""
+    if reg.vault_url.startswith("file://"):
+        svc = VaultService.open_folder(vault_folder(reg.vault_url))
+        svc.authenticate(home.token(), local_hostname())
+        return svc
+    return remote(home, reg.vault_url, reg.tls_fingerprint, home.token())
 
 
 def read_passphrase_file(path: str) -> str:
@@ -73,7 +95,7 @@ class Agent:
 def load_agent(home_dir: str | None, passphrase_file: str | None = None) -> Agent:
     home = AgentHome(Path(home_dir) if home_dir else default_home())
     reg = home.load()
-    vault = connect(reg.vault_url)
+    vault = connect(home, reg)
     env_file = passphrase_file or os.environ.get("SAFEHOLD_PASSPHRASE_FILE")
     passphrase = read_passphrase_file(env_file) if env_file else stored_passphrase(home)
     if passphrase is None:

@@ -20,6 +20,8 @@ from safehold.cli import (
     cmd_register,
     cmd_restore,
     cmd_vault,
+    cmd_vault_migrate,
+    cmd_vault_serve,
 )
 from safehold.cli.render import render_error
 from safehold.errors import SafeholdError, error
@@ -38,6 +40,8 @@ def cli(ctx: click.Context, home: str | None) -> None:
 
 for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_restore, cmd_check, cmd_errors):
     cli.add_command(module.command)
+cmd_vault.command.add_command(cmd_vault_migrate.command)
+cmd_vault.command.add_command(cmd_vault_serve.command)
 
 
 # Trees are walked recursively, one Python frame pair per folder level; allow deep trees.

@@ -86,9 +86,9 @@ def render_error(err: SafeholdError, as_json: bool) -> None:
         emit_json({"event": "error", "error": err.to_dict()})
         return
     click.echo(f"error {err.spec.id_text} ({err.spec.code}): {err.text}", err=True)
-    if err.spec.actions:
+    if err.actions:
         click.echo("Recommended actions:", err=True)
-        for action in err.spec.actions:
+        for action in err.actions:
             try:
                 text = action.format(**err.params)
             except (KeyError, IndexError, ValueError):

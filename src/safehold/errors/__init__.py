@@ -19,12 +19,15 @@ def spec(code: str) -> ErrorSpec:
     return BY_CODE[code]
 
 
-def error(code: str, detail: str | None = None, **params: Any) -> SafeholdError:
-    return SafeholdError(BY_CODE[code], params, detail)
+def error(code: str, detail: str | None = None, variant: str | None = None, **params: Any) -> SafeholdError:
+    spec_ = BY_CODE[code]
+    if variant is not None and variant not in {name for name, _ in spec_.variants}:
+        raise ValueError(f"{code} has no variant {variant}")
+    return SafeholdError(spec_, params, detail, variant)
 
 
-def raise_error(code: str, detail: str | None = None, **params: Any) -> NoReturn:
-    raise error(code, detail, **params)
+def raise_error(code: str, detail: str | None = None, variant: str | None = None, **params: Any) -> NoReturn:
+    raise error(code, detail, variant, **params)
 
 
 def lookup(id_or_code: str) -> ErrorSpec | None:

@@ -176,6 +176,29 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                  "Let the safehold program (its Python interpreter) through security software that filters "
                  "outgoing traffic, then try again."),
         http_status=503, retryable=True,
+        variants=(
+            ("proxy-auth", (
+                "The proxy asked for credentials (HTTP 407): set the proxy user with `safehold settings --proxy-user "
+                "NAME --proxy-password-file FILE`, or correct the user name and password already set.",
+                "Check with the proxy's owners that this account may open HTTPS tunnels (CONNECT) to the vault's "
+                "host and port.",
+                "If the daemon runs the backups, make sure it uses the same proxy settings: `safehold settings` shows "
+                "them, and HTTPS_PROXY in a login shell does not reach a systemd unit.",
+                "Run `safehold doctor` to test the proxy and its authentication the way the agent uses them.")),
+            ("proxy", (
+                "The proxy itself could not be reached or refused the tunnel: check its host and port with "
+                "`safehold settings`, or the HTTPS_PROXY and NO_PROXY variables of the agent's environment.",
+                "If this network reaches the vault directly, remove the proxy with `safehold settings --no-proxy`.",
+                "Ask the proxy's owners to allow CONNECT to the vault's host and port.",
+                "Run `safehold doctor` to see which step fails.")),
+            ("tls", (
+                "The vault presented another certificate than the one pinned at registration. If the vault's "
+                "certificate was replaced on purpose, register again with a new credentials file, which carries the "
+                "new fingerprint.",
+                "Otherwise something between this machine and the vault intercepts HTTPS (a TLS-inspecting proxy or "
+                "firewall): exempt the vault's host from inspection.",
+                "Run `safehold doctor` to see the fingerprint expected and the one presented.")),
+        ),
     ),
     # --- Credentials file from another vault
     ErrorSpec(
@@ -360,9 +383,11 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                 "The machine id in /etc/machine-id changed, for example after a reinstall or a clone."),
         actions=("Change the host name back to the registered one with `hostnamectl set-hostname NAME`; "
                  "`safehold doctor` shows the registered name.",
-                 "Or register the machine again, as a new machine under its new name, with "
-                 "`safehold register --credentials FILE`.",
-                 "The old registration's recovery points stay in the vault; restore them from any machine "
+                 "Or keep the new name and register again with a new credentials file: "
+                 "`safehold register --credentials FILE` with the passphrase first used records the new name; the "
+                 "machine keeps its id, its key and its recovery points.",
+                 "If the machine was reinstalled or cloned and its agent folder is gone, register it as a new "
+                 "machine; the old machine's recovery points stay in the vault and can be restored from any machine "
                  "registered with the same vault, using the old passphrase."),
         http_status=409,
     ),

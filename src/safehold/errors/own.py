@@ -69,6 +69,25 @@ ENTRIES: tuple[ErrorSpec, ...] = (
         actions=("Run `chmod 600 {path}` and try again.",),
         exit_code=2, http_status=400,
     ),
+    ErrorSpec(
+        700107, "TokenInvalid", "The vault does not accept this machine's token.",
+        causes=("The machine was removed from the vault, or registered again from another agent folder, which "
+                "issued a new token.",
+                "The token file in the agent folder was changed or replaced."),
+        actions=("Register again with a new credentials file: `safehold register --credentials FILE`, with the "
+                 "passphrase first used.",),
+        exit_code=1, http_status=401,
+    ),
+    ErrorSpec(
+        700108, "AccessDenied", "The vault refused the request: {reason}.",
+        causes=("A machine's token only opens that machine's own data.",
+                "Administration (credentials, machines, settings) needs the vault's admin token."),
+        actions=("Use the agent that registered the machine, or, to restore another machine's data, the "
+                 "restore-from-another-machine path with that machine's passphrase.",
+                 "For administration, give the admin token file with --admin-token-file (it is in the vault folder, "
+                 "admin.token, mode 0600)."),
+        exit_code=1, http_status=403,
+    ),
     # 7002xx: vault and catalog
     ErrorSpec(
         700201, "VaultNotFound", "No vault was found at {path}.",
@@ -171,5 +190,23 @@ ENTRIES: tuple[ErrorSpec, ...] = (
         causes=("The job received SIGINT or SIGTERM.",),
         actions=("Run the job again: what was already stored in the vault is not sent again.",),
         exit_code=130,
+    ),
+    # 7005xx: the vault server and its protocol
+    ErrorSpec(
+        700501, "VaultProtocolError", "The vault at {url} answered in a way this agent does not understand.",
+        causes=("Agent and vault speak different versions of the protocol.",
+                "Something between them (a proxy or load balancer) changed or cut the answer."),
+        actions=("Compare `safehold --version` with the vault's version (`safehold doctor` shows both) and "
+                 "update the older side.",
+                 "If a proxy or load balancer sits in front of the vault, let it pass requests and answers unchanged "
+                 "(bodies up to 256 MiB, no buffering limits below that)."),
+        http_status=502, retryable=True,
+    ),
+    ErrorSpec(
+        700502, "ServerStartFailed", "The vault server could not start: {reason}.",
+        causes=("The address is in use or not allowed, or the TLS certificate or key cannot be read.",),
+        actions=("Pick a free address with --listen HOST:PORT, and check the files under the vault's tls folder "
+                 "(or the ones given with --tls-cert/--tls-key).",),
+        exit_code=2,
     ),
 )

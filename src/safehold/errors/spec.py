@@ -23,6 +23,14 @@ class ErrorSpec:
     retryable: bool = False
     hex_id: bool = False
     kind: str = "error"  # "error" for operations, "file" for per-file codes in failed-file lists
+    # Named sets of actions for distinct situations behind one id (100050 through a proxy asking 407, ...).
+    variants: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def actions_for(self, variant: str | None) -> tuple[str, ...]:
+        for name, actions in self.variants:
+            if name == variant:
+                return actions
+        return self.actions
 
     @property
     def id_text(self) -> str:
@@ -36,6 +44,7 @@ class SafeholdError(Exception):
     spec: ErrorSpec
     params: dict[str, Any] = field(default_factory=dict)
     detail: str | None = None
+    variant: str | None = None
 
     def __post_init__(self) -> None:
         super().__init__(self.text)
@@ -54,14 +63,20 @@ class SafeholdError(Exception):
     def exit_code(self) -> int:
         return self.spec.exit_code
 
+    @property
+    def actions(self) -> tuple[str, ...]:
+        return self.spec.actions_for(self.variant)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "id": self.spec.id_text,
             "code": self.spec.code,
             "message": self.text,
             "causes": list(self.spec.causes),
-            "actions": list(self.spec.actions),
+            "actions": list(self.actions),
             "params": {k: str(v) for k, v in self.params.items()},
+            "detail": self.detail,
+            "variant": self.variant,
             "retryable": self.spec.retryable,
         }
 

@@ -40,6 +40,11 @@ class VaultCredentials:
         return (json.dumps(doc, indent=2) + "\n").encode()
 
 
+def fingerprint(cert_der: bytes) -> str:
+    """How a credentials file names the vault's TLS certificate: SHA-256 of its DER bytes."""
+    return "sha256:" + hashlib.sha256(cert_der).hexdigest()
+
+
 def secret_digest(secret: bytes) -> str:
     """What the vault stores in place of the secret."""
     return hashlib.sha256(b"safehold credential secret v1:" + secret).hexdigest()
@@ -61,8 +66,10 @@ def parse(name: str, data: bytes) -> VaultCredentials:
         )
         if len(creds.secret) != 32:
             raise ValueError("secret has the wrong length")
-        if not creds.url.startswith(("file://", "https://", "http://")):
+        if not creds.url.startswith(("file://", "https://")):
             raise ValueError("vault URL scheme is not supported")
+        if creds.url.startswith("https://") and not _is_fingerprint(creds.tls_fingerprint):
+            raise ValueError("an https vault URL needs a sha256 TLS fingerprint")
         if creds.expires_ns <= creds.issued_ns:
             raise ValueError("expiry is before issue")
     except (ValueError, KeyError, TypeError, UnicodeDecodeError, AttributeError, OverflowError, RecursionError) as exc:
@@ -74,3 +81,8 @@ def _text(value: object) -> str:
     if not isinstance(value, str) or not value or len(value) > 4096:
         raise ValueError("a text field is empty or not text")
     return value
+
+
+def _is_fingerprint(value: str | None) -> bool:
+    return value is not None and value.startswith("sha256:") and len(value) == 71 and \
+        all(c in "0123456789abcdef" for c in value[7:])

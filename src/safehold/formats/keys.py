@@ -6,6 +6,7 @@ The wrapped-key file format is documented in docs/format.md §Keys. No file I/O 
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class MachineKeys:
     enc_key: bytes
     chunker_seed: int
     key_id: str
+    auth_key: bytes  # proves to the vault that a re-registration holds this key; the vault keeps its SHA-256
 
     @classmethod
     def from_master(cls, master: bytes) -> MachineKeys:
@@ -53,7 +55,12 @@ class MachineKeys:
             enc_key=derive("safehold 2026-11 aes-256-gcm v1"),
             chunker_seed=(int.from_bytes(derive("safehold 2026-11 chunker seed v1", 8), "little") & (2**63 - 1)) or 1,
             key_id=derive("safehold 2026-11 key id v1", 16).hex(),
+            auth_key=derive("safehold 2026-11 vault auth v1"),
         )
+
+    @property
+    def key_verifier(self) -> str:
+        return hashlib.sha256(self.auth_key).hexdigest()
 
     @classmethod
     def generate(cls) -> MachineKeys:

@@ -42,10 +42,13 @@ from safehold.vault import catalog as t
 from safehold.vault.blobstore import ObjectBlobStore
 
 VAULT_FILE = "vault.json"
+CATALOG_FILE = "catalog.sqlite"
 VAULT_FORMAT = "safehold-vault"
 FORMAT_VERSION = 1
 DEFAULT_MAX_MACHINES = 50
 DAY_NS = 86_400 * 10**9
+MACHINE_TOKEN_PREFIX = "shm_"  # noqa: S105 - a prefix, not a secret
+ADMIN_TOKEN_PREFIX = "sha_"  # noqa: S105
 
 
 def _digest(token: str) -> str:
@@ -56,12 +59,41 @@ def _pack_name(machine_id: str, pack_id: str) -> str:
     return f"packs/{machine_id}/{pack_id[:2]}/{pack_id}"
 
 
+def _postgres_url(url: str) -> str:
+    """A catalog URL as given to `vault init --catalog`, checked and with psycopg as the driver."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        parsed = None
+    if parsed is None or parsed.drivername not in ("postgresql", "postgresql+psycopg") or not parsed.database:
+        raise_error("InvalidArgument", what="--catalog must be a PostgreSQL URL: "
+                                            "postgresql+psycopg://USER@HOST[:PORT]/DATABASE")
+    return parsed.set(drivername="postgresql+psycopg").render_as_string(hide_password=False)
+
+
+def _shown(url: str) -> str:
+    """A catalog URL fit for messages: the password, if any, masked."""
+    return sa.engine.make_url(url).render_as_string(hide_password=True)
+
+
+def _db_reason(exc: sa.exc.DBAPIError) -> str:
+    return (str(exc.orig).strip().splitlines() or [type(exc.orig).__name__])[0]
+
+
+def _recovery_point(r: Any) -> RecoveryPoint:
+    return RecoveryPoint(
+        rp_id=RecoveryPointId(r.rp_id), machine_id=MachineId(r.machine_id), created_ns=r.created_ns,
+        root=ChunkId(bytes(r.root)), status=JobStatus(r.status), stats=BackupStats(**r.stats),
+        sealed_meta=bytes(r.sealed_meta))
+
+
 class VaultService:
     def __init__(self, eng: sa.Engine, blobs: BlobStore, url: str, clock: Clock | None = None) -> None:
         self.eng = eng
         self.blobs = blobs
         self.url = url
         self.clock = clock or SystemClock()
+        self.tls_fingerprint: str | None = None  # of the server certificate, when the vault is served
         with eng.connect() as c:
             row = c.execute(sa.select(t.vault)).one_or_none()
         if row is None:
@@ -69,51 +101,121 @@ class VaultService:
         self.vault_id = VaultId(row.vault_id)
         self.name: str = row.name
 
+    def close(self) -> None:
+        """Close the catalog's database connections (the service must not be used afterwards)."""
+        self.eng.dispose()
+
     # ---- creation and opening of an embedded (folder) vault ------------------------------------
 
     @classmethod
     def init_folder(cls, folder: Path, name: str | None = None, max_machines: int = DEFAULT_MAX_MACHINES,
-                    clock: Clock | None = None) -> VaultService:
+                    clock: Clock | None = None, catalog_url: str | None = None) -> VaultService:
+        """Create a vault in `folder`: its settings file (vault.json), its blobs and its catalog.
+
+        The catalog is the SQLite file catalog.sqlite in the folder, or, with `catalog_url`
+        (postgresql+psycopg://USER@HOST[:PORT]/DATABASE), an empty PostgreSQL database that no other vault
+        uses; vault.json then holds that URL. It is written 0600, but a password is better kept out of it, in
+        ~/.pgpass or the file PGPASSFILE names, which libpq reads for a URL without one.
+        """
         folder = folder.absolute()
         if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
             raise_error("VaultExists", path=str(folder))
         if not 1 <= max_machines <= 100_000:
             raise_error("InvalidArgument", what="--max-machines must be between 1 and 100000")
-        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
-        eng = t.engine(f"sqlite:///{folder / 'catalog.sqlite'}")
-        t.create(eng)
-        vault_id = uuid.uuid4().hex
-        with eng.begin() as c:
-            c.execute(sa.insert(t.vault).values(
-                vault_id=vault_id, name=name or folder.name, created_ns=(clock or SystemClock()).now_ns(),
-                max_machines=max_machines, format_version=FORMAT_VERSION))
-        doc = {"format": VAULT_FORMAT, "version": FORMAT_VERSION, "vault_id": vault_id,
-               "catalog": "catalog.sqlite", "blobs": "blobs"}
-        (folder / VAULT_FILE).write_text(json.dumps(doc, indent=2) + "\n")
-        (folder / "catalog.sqlite").chmod(0o600)  # token digests and wrapped keys: owner only
+        url = f"sqlite:///{folder / CATALOG_FILE}" if catalog_url is None else _postgres_url(catalog_url)
+        eng = t.engine(url)
+        try:
+            if catalog_url is not None:
+                try:
+                    with eng.connect() as c:
+                        empty = t.is_empty(c)
+                except sa.exc.DBAPIError as exc:
+                    raise_error("InvalidArgument", what=f"--catalog {_shown(url)}: {_db_reason(exc)}")
+                if not empty:  # one database per vault: another vault's catalog is never taken over
+                    raise_error("VaultExists", path=_shown(url))
+            folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+            t.create(eng)
+            vault_id = uuid.uuid4().hex
+            with eng.begin() as c:
+                t.lock(c)
+                if c.execute(sa.select(sa.func.count()).select_from(t.vault)).scalar_one():
+                    raise_error("VaultExists", path=_shown(url))
+                c.execute(sa.insert(t.vault).values(
+                    vault_id=vault_id, name=name or folder.name, created_ns=(clock or SystemClock()).now_ns(),
+                    max_machines=max_machines, format_version=FORMAT_VERSION))
+        finally:
+            eng.dispose()
+        doc: dict[str, Any] = {"format": VAULT_FORMAT, "version": FORMAT_VERSION, "vault_id": vault_id}
+        if catalog_url is None:
+            doc["catalog"] = CATALOG_FILE
+            (folder / CATALOG_FILE).chmod(0o600)  # token digests and wrapped keys: owner only
+        else:
+            doc["catalog_url"] = url
+        doc["blobs"] = "blobs"
+        fd = os.open(folder / VAULT_FILE, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # may hold a password
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(doc, indent=2) + "\n")
         return cls.open_folder(folder, clock)
 
-    @classmethod
-    def open_folder(cls, folder: Path, clock: Clock | None = None) -> VaultService:
-        folder = folder.absolute()
+    @staticmethod
+    def _folder_catalog(folder: Path) -> tuple[dict[str, Any], str, Path]:
+        """vault.json of the vault in `folder`: the document, the catalog's URL, the blob folder."""
         try:
             doc = json.loads((folder / VAULT_FILE).read_text())
             if doc["format"] != VAULT_FORMAT or doc["version"] != FORMAT_VERSION:
                 raise ValueError("not a safehold vault of a known version")
-            catalog_path = folder / str(doc["catalog"])
+            catalog_url = doc.get("catalog_url")
+            catalog_path = None if catalog_url is not None else folder / str(doc["catalog"])
             blob_path = folder / str(doc["blobs"])
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
             raise_error("VaultNotFound", path=str(folder))
+        if catalog_path is None:
+            return doc, str(catalog_url), blob_path
         if not catalog_path.is_file():
             raise_error("CatalogCorrupt", reason=f"{catalog_path} is missing")
-        eng = t.engine(f"sqlite:///{catalog_path}")
+        return doc, f"sqlite:///{catalog_path}", blob_path
+
+    @classmethod
+    def open_folder(cls, folder: Path, clock: Clock | None = None) -> VaultService:
+        """Open the vault in `folder`. Reads only: vault servers open one folder (and database) concurrently."""
+        folder = folder.absolute()
+        doc, url, blob_path = cls._folder_catalog(folder)
+        eng = t.engine(url)
         try:
-            svc = cls(eng, ObjectBlobStore.local(blob_path), folder.as_uri(), clock)
-        except sa.exc.DatabaseError as exc:
-            raise_error("CatalogCorrupt", reason=str(exc.orig))
-        if svc.vault_id != doc["vault_id"]:
-            raise_error("CatalogCorrupt", reason="the catalog belongs to another vault")
+            try:
+                t.check_current(eng)
+                svc = cls(eng, ObjectBlobStore.local(blob_path), folder.as_uri(), clock)
+            except sa.exc.DBAPIError as exc:
+                where = "" if url.startswith("sqlite:") else f"{_shown(url)}: "
+                raise_error("CatalogCorrupt", reason=where + _db_reason(exc))
+            if svc.vault_id != doc["vault_id"]:
+                raise_error("CatalogCorrupt", reason="the catalog belongs to another vault")
+        except BaseException:
+            eng.dispose()
+            raise
         return svc
+
+    @classmethod
+    def migrate_folder(cls, folder: Path) -> tuple[str | None, str]:
+        """Bring the catalog of the vault in `folder` to this safehold's schema; (revision before, after).
+
+        Run it once, with the vault's servers stopped; a catalog already current is left as it is."""
+        folder = folder.absolute()
+        doc, url, _ = cls._folder_catalog(folder)
+        eng = t.engine(url)
+        try:
+            try:
+                before, after = t.upgrade(eng)
+                with eng.connect() as c:
+                    vault_id = c.execute(sa.select(t.vault.c.vault_id)).scalar_one_or_none()
+            except sa.exc.DBAPIError as exc:
+                where = "" if url.startswith("sqlite:") else f"{_shown(url)}: "
+                raise_error("CatalogCorrupt", reason=where + _db_reason(exc))
+        finally:
+            eng.dispose()
+        if vault_id != doc["vault_id"]:
+            raise_error("CatalogCorrupt", reason="the catalog belongs to another vault")
+        return before, after
 
     # ---- administration -------------------------------------------------------------------------
 
@@ -133,8 +235,12 @@ class VaultService:
         if not 0 < valid_days <= 365:
             raise_error("InvalidArgument", what="--valid-days must be more than 0 and at most 365")
         now = self.clock.now_ns()
+        public = self.public_url()
+        if public is not None and self.tls_fingerprint is None:
+            raise_error("InvalidArgument", what="the vault has a public URL but no TLS certificate")
         creds = VaultCredentials(
-            vault_id=self.vault_id, vault_name=self.name, url=self.url, tls_fingerprint=None,
+            vault_id=self.vault_id, vault_name=self.name, url=public or self.url,
+            tls_fingerprint=self.tls_fingerprint if public else None,
             credential_id=uuid.uuid4().hex, secret=os.urandom(32),
             issued_ns=now, expires_ns=now + int(valid_days * DAY_NS))
         with self.eng.begin() as c:
@@ -153,11 +259,19 @@ class VaultService:
 
     # ---- registration -----------------------------------------------------------------------------
 
-    def register(self, creds: VaultCredentials, machine: MachineInfo, wrapped_key: bytes) -> str:
+    def register(self, creds: VaultCredentials, machine: MachineInfo, wrapped_key: bytes, key_verifier: str,
+                 key_proof: bytes | None) -> str:
+        """Consume a credentials file and record the machine; returns its new token.
+
+        A machine id the vault knows is taken over only with `key_proof`, the subkey whose SHA-256 the first
+        registration left as `key_verifier`: only the holder of the first passphrase can re-register a machine.
+        """
         if creds.vault_id != self.vault_id:
             raise_error("VaultCredentialsInvalid", reason="the file was not issued by this vault")
         now = self.clock.now_ns()
-        token = secrets.token_urlsafe(32)
+        if len(key_verifier) != 64 or not all(ch in "0123456789abcdef" for ch in key_verifier):
+            raise_error("InvalidArgument", what="key_verifier must be 64 lowercase hex digits")
+        token = MACHINE_TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.eng.begin() as c:
             row = c.execute(sa.select(t.credentials).where(
                 t.credentials.c.credential_id == creds.credential_id)).one_or_none()
@@ -170,15 +284,21 @@ class VaultService:
                 raise_error("VaultCredentialsInvalid", reason="this file was already used to register")
             if now >= row.expires_ns:
                 raise_error("VaultCredentialsInvalid", reason="the file has expired")
-            existing = c.execute(sa.select(t.machines.c.machine_id).where(
+            existing = c.execute(sa.select(t.machines.c.machine_id, t.machines.c.key_verifier).where(
                 t.machines.c.machine_id == machine.machine_id)).one_or_none()
+            if existing is not None and existing.key_verifier is not None and (
+                    key_proof is None or not secrets.compare_digest(
+                        hashlib.sha256(key_proof).hexdigest(), existing.key_verifier)):
+                raise_error("WrongPassphrase",
+                            detail="this machine is registered already; re-registering it needs the passphrase "
+                                   "first used")
             limit = c.execute(sa.select(t.vault.c.max_machines)).scalar_one()
             count = c.execute(sa.select(sa.func.count()).select_from(t.machines)).scalar_one()
             if existing is None and count >= limit:
                 raise_error("MachineLimitReached", limit=limit)
             values = {"hostname": machine.hostname, "os_machine_id": machine.os_machine_id,
                       "agent_version": machine.agent_version, "registered_ns": now,
-                      "token_digest": _digest(token), "wrapped_key": wrapped_key}
+                      "token_digest": _digest(token), "wrapped_key": wrapped_key, "key_verifier": key_verifier}
             if existing is None:
                 c.execute(sa.insert(t.machines).values(machine_id=machine.machine_id, **values))
             else:
@@ -226,38 +346,51 @@ class VaultService:
         if self.blobs.size(name) != len(data):
             self.blobs.put(name, data)
         now = self.clock.now_ns()
+        # Rows already there are kept (a chunk stays where it was first stored), so the same upload taken twice,
+        # even at once by two vault servers, leaves one pack row and one row per chunk. Sorted: one lock order.
+        rows = [{"machine_id": machine_id, "chunk_id": e.chunk_id, "pack_id": pack_id,
+                 "offset": e.offset, "length": e.length, "kind": e.kind}
+                for e in sorted(entries, key=lambda e: e.chunk_id)]
         with self.eng.begin() as c:
-            known = {bytes(r[0]) for r in c.execute(sa.select(t.chunks.c.chunk_id).where(
-                t.chunks.c.machine_id == machine_id,
-                t.chunks.c.chunk_id.in_([e.chunk_id for e in entries])))} if entries else set()
-            if c.execute(sa.select(t.packs.c.pack_id).where(
-                    t.packs.c.machine_id == machine_id, t.packs.c.pack_id == pack_id)).first() is None:
-                c.execute(sa.insert(t.packs).values(machine_id=machine_id, pack_id=pack_id, size=len(data),
-                                                    created_ns=now))
-            rows = [{"machine_id": machine_id, "chunk_id": e.chunk_id, "pack_id": pack_id,
-                     "offset": e.offset, "length": e.length, "kind": e.kind}
-                    for e in entries if e.chunk_id not in known]
+            c.execute(t.insert_ignore(t.packs, c.dialect.name).values(
+                machine_id=machine_id, pack_id=pack_id, size=len(data), created_ns=now))
             if rows:
-                c.execute(sa.insert(t.chunks), rows)
+                c.execute(t.insert_ignore(t.chunks, c.dialect.name), rows)
 
     def commit(self, machine_id: MachineId, session: str, root: ChunkId, status: JobStatus,
                stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes) -> RecoveryPoint:
-        ref_set = set(refs)
-        ref_set.add(root)
-        known = set(self.known_chunks(machine_id))
-        missing = ref_set - known
-        if missing:
-            raise_error("ChunkMissing", chunk=next(iter(missing)).hex()[:16])
-        rp = RecoveryPoint(
-            rp_id=RecoveryPointId(uuid.uuid4().hex), machine_id=machine_id, created_ns=self.clock.now_ns(),
-            root=root, status=status, stats=stats, sealed_meta=sealed_meta)
+        """Record the recovery point of a session. Once per session: committing it again (a retry after a lost
+        answer, or the same request taken by two vault servers) returns the point recorded the first time."""
+        with self.eng.connect() as c:
+            done = self._committed(c, machine_id, session)
+        if done is None:
+            ref_set = set(refs)
+            ref_set.add(root)
+            known = set(self.known_chunks(machine_id))
+            missing = ref_set - known
+            if missing:
+                raise_error("ChunkMissing", chunk=next(iter(missing)).hex()[:16])
+            rp = RecoveryPoint(
+                rp_id=RecoveryPointId(uuid.uuid4().hex), machine_id=machine_id, created_ns=self.clock.now_ns(),
+                root=root, status=status, stats=stats, sealed_meta=sealed_meta)
         with self.eng.begin() as c:
-            c.execute(sa.insert(t.recovery_points).values(
-                rp_id=rp.rp_id, machine_id=machine_id, created_ns=rp.created_ns, root=root,
-                status=str(status), stats=asdict(stats), sealed_meta=sealed_meta,
-                refs=b"".join(sorted(ref_set))))
+            if done is None and not c.execute(t.insert_ignore(t.recovery_points, c.dialect.name).values(
+                    rp_id=rp.rp_id, machine_id=machine_id, created_ns=rp.created_ns, root=root,
+                    status=str(status), stats=asdict(stats), sealed_meta=sealed_meta,
+                    refs=b"".join(sorted(ref_set)), session_id=session)).rowcount:
+                done = self._committed(c, machine_id, session)  # committed meanwhile, by another request
+                if done is None:
+                    raise_error("InvalidArgument", what="the backup session belongs to another machine")
             c.execute(sa.delete(t.sessions).where(t.sessions.c.session_id == session))
-        return rp
+        return done or rp
+
+    @staticmethod
+    def _committed(c: sa.Connection, machine_id: MachineId, session: str) -> RecoveryPoint | None:
+        """The recovery point a session committed already, if it did."""
+        rp = t.recovery_points.c
+        row = c.execute(sa.select(*[col for col in rp if col.name != "refs"])
+                        .where(rp.session_id == session, rp.machine_id == machine_id)).one_or_none()
+        return None if row is None else _recovery_point(row)
 
     def forget_chunks(self, machine_id: MachineId, ids: Iterable[ChunkId]) -> int:
         """Drop index entries of chunks found damaged, so that the next backup stores them anew."""
@@ -318,6 +451,13 @@ class VaultService:
         except OSError as exc:
             raise_error("IntegrityError", what=f"pack {pack_id[:16]} range {offset}+{length}: {exc.strerror}")
 
+    def pack_size(self, machine_id: MachineId, pack_id: PackId) -> int | None:
+        """Size of a pack the vault holds and indexes, or None: how a retried upload learns it may skip."""
+        with self.eng.connect() as c:
+            size: int | None = c.execute(sa.select(t.packs.c.size).where(
+                t.packs.c.machine_id == machine_id, t.packs.c.pack_id == pack_id)).scalar_one_or_none()
+        return size
+
     def packs(self, machine_id: MachineId) -> list[tuple[PackId, int]]:
         with self.eng.connect() as c:
             return [(PackId(r.pack_id), r.size) for r in c.execute(
@@ -328,3 +468,42 @@ class VaultService:
             return self.blobs.get(_pack_name(machine_id, pack_id))
         except FileNotFoundError:
             raise_error("ChunkMissing", chunk=f"pack {pack_id[:16]}")
+
+    # ---- tokens and identity (the vault server's authorization) --------------------------------------
+
+    def authenticate(self, token: str, hostname: str | None) -> MachineId:
+        """The machine a token belongs to; 230006 when the host name differs from the registered one."""
+        with self.eng.connect() as c:
+            row = c.execute(sa.select(t.machines.c.machine_id, t.machines.c.hostname).where(
+                t.machines.c.token_digest == _digest(token))).one_or_none()
+        if row is None:
+            raise_error("TokenInvalid")
+        if hostname is not None and hostname != row.hostname:
+            raise_error("ServerRenamed", detail=f"registered as {row.hostname!r}, this machine is now {hostname!r}")
+        return MachineId(row.machine_id)
+
+    def new_admin_token(self) -> str:
+        """Replace the admin token; the vault keeps its digest only."""
+        token = ADMIN_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.eng.begin() as c:
+            c.execute(sa.update(t.vault).values(admin_token_digest=_digest(token)))
+        return token
+
+    def check_admin(self, token: str) -> None:
+        with self.eng.connect() as c:
+            digest = c.execute(sa.select(t.vault.c.admin_token_digest)).scalar_one_or_none()
+        if digest is None or not token.startswith(ADMIN_TOKEN_PREFIX) or \
+                not secrets.compare_digest(digest, _digest(token)):
+            raise_error("AccessDenied", reason="administration needs the vault's admin token")
+
+    def public_url(self) -> str | None:
+        with self.eng.connect() as c:
+            url: str | None = c.execute(sa.select(t.vault.c.public_url)).scalar_one_or_none()
+        return url
+
+    def set_public_url(self, url: str | None, tls_fingerprint: str | None) -> None:
+        if url is not None and not url.startswith("https://"):
+            raise_error("InvalidArgument", what="the vault's URL must start with https://")
+        with self.eng.begin() as c:
+            c.execute(sa.update(t.vault).values(public_url=url))
+        self.tls_fingerprint = tls_fingerprint

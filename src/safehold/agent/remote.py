@@ -1,0 +1,304 @@
+"""The agent's client of a vault server: `ports.VaultClient` over HTTPS (docs/protocol.md).
+
+It pins the vault's certificate fingerprint, goes through a proxy when told to, retries what failed in transport
+with backoff, and turns every failure into the catalog error the embedded vault would raise. Not the server.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import random
+import ssl
+import time
+import urllib.request
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import httpx
+
+from safehold import __version__
+from safehold.errors import BY_CODE, SafeholdError, error, raise_error
+from safehold.formats import wire
+from safehold.formats.credentials import VaultCredentials
+from safehold.model import (
+    BackupStats,
+    ChunkId,
+    ChunkLocation,
+    JobStatus,
+    MachineId,
+    MachineInfo,
+    PackEntry,
+    PackId,
+    RecoveryPoint,
+    VaultId,
+    VaultInfo,
+)
+
+MAX_ATTEMPTS = 6
+BASE_DELAY = 0.25
+MAX_DELAY = 8.0
+UPLOAD_PIECE = 1024 * 1024
+RETRY_STATUSES = frozenset({502, 503, 504})
+
+
+class PinMismatch(ssl.SSLError):
+    """The server's certificate is not the one pinned at registration."""
+
+
+class _PinnedSocket(ssl.SSLSocket):
+    def do_handshake(self, block: bool = False) -> None:
+        super().do_handshake(block)
+        expected = getattr(self.context, "pin", None)
+        der = self.getpeercert(binary_form=True)
+        presented = "sha256:" + hashlib.sha256(der or b"").hexdigest()
+        if expected != presented:
+            self.close()
+            raise PinMismatch(f"the vault presented certificate {presented}, the pinned one is {expected}")
+
+
+class PinnedContext(ssl.SSLContext):
+    """Trust exactly one certificate, by fingerprint, checked inside the handshake before any request is sent."""
+
+    pin: str
+
+
+def pinned_context(fingerprint: str) -> PinnedContext:
+    ctx = PinnedContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE  # the chain is not what we trust; the fingerprint below is
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.pin = fingerprint
+    ctx.sslsocket_class = _PinnedSocket
+    return ctx
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: BaseException | None = exc
+    while seen is not None:
+        yield seen
+        seen = seen.__cause__ or seen.__context__
+
+
+class VaultHttp:
+    """The transport to one vault server: pinned TLS, proxy, retries, and errors as catalog errors."""
+
+    def __init__(self, url: str, fingerprint: str, *, token: str | None = None, hostname: str | None = None,
+                 proxy: str | None = None, proxy_auth: tuple[str, str] | None = None, use_env: bool = True,
+                 retry_base: float | None = None, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        host = httpx.URL(self.url).host
+        env_proxy = urllib.request.getproxies_environment().get("https") if use_env else None
+        self.proxy_used = proxy or (env_proxy if env_proxy and not urllib.request.proxy_bypass(host)
+                                    else None)
+        headers = {"User-Agent": f"safehold/{__version__}"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if hostname:
+            headers[wire.HOSTNAME_HEADER] = hostname
+        env_base = os.environ.get("SAFEHOLD_RETRY_BASE")
+        self.retry_base = retry_base if retry_base is not None else float(env_base) if env_base else BASE_DELAY
+        self._http = httpx.Client(
+            base_url=self.url, verify=pinned_context(fingerprint), headers=headers, follow_redirects=False,
+            proxy=httpx.Proxy(proxy, auth=proxy_auth) if proxy else None, trust_env=proxy is None and use_env,
+            timeout=httpx.Timeout(timeout, connect=20.0))
+
+    def close(self) -> None:
+        self._http.close()
+
+    # ---- transport ----------------------------------------------------------------------------------
+
+    def _transport_error(self, exc: httpx.TransportError) -> SafeholdError:
+        for inner in _chain(exc):
+            if isinstance(inner, PinMismatch):
+                return error("VaultUnreachable", detail=str(inner), variant="tls", url=self.url)
+        text = str(exc) or type(exc).__name__
+        if isinstance(exc, httpx.ProxyError):
+            # 407 asks for credentials; tinyproxy answers wrong ones with 401 on the CONNECT
+            variant = "proxy-auth" if "407" in text or "401" in text else "proxy"
+            return error("VaultUnreachable", detail=f"proxy: {text}", variant=variant, url=self.url)
+        if isinstance(exc, httpx.ConnectError) and self.proxy_used:
+            return error("VaultUnreachable", detail=f"through the proxy: {text}", variant="proxy", url=self.url)
+        if isinstance(exc, httpx.TimeoutException):
+            text = f"no answer in time ({type(exc).__name__})"
+        return error("VaultUnreachable", detail=text, url=self.url)
+
+    def _answer_error(self, resp: httpx.Response) -> SafeholdError:
+        if resp.status_code == 407:
+            return error("VaultUnreachable", detail="the proxy answered 407 Proxy Authentication Required",
+                         variant="proxy-auth", url=self.url)
+        try:
+            doc = resp.json()["error"]
+            spec = BY_CODE[doc["code"]]
+            params = {str(k): str(v) for k, v in dict(doc.get("params") or {}).items()}
+            detail = doc.get("detail")
+            variant = doc.get("variant")
+            if variant is not None and variant not in {n for n, _ in spec.variants}:
+                variant = None
+            return SafeholdError(spec, params, str(detail) if detail else None, variant)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return error("VaultProtocolError", detail=f"HTTP {resp.status_code} without a safehold error",
+                         url=self.url)
+
+    def _sleep(self, attempt: int) -> None:
+        delay = min(MAX_DELAY, self.retry_base * (2 ** attempt)) * random.uniform(0.5, 1.0)  # noqa: S311
+        if delay > 0:
+            time.sleep(delay)
+
+    def request(self, method: str, path: str, *, retry: bool = True,
+                 content: Callable[[], bytes | Iterator[bytes]] | None = None,
+                 skip_if: Callable[[], bool] | None = None, ok: tuple[int, ...] = (200, 204, 206),
+                 **kw: Any) -> httpx.Response | None:
+        """Send with retries; `content` makes a fresh body per attempt; `skip_if` may end retrying early."""
+        attempt = 0
+        while True:
+            try:
+                resp = self._http.request(method, path, content=content() if content else None, **kw)
+            except httpx.TransportError as exc:
+                err = self._transport_error(exc)
+                if not retry or err.variant in ("tls", "proxy-auth") or attempt + 1 >= MAX_ATTEMPTS:
+                    raise err from exc
+            else:
+                if resp.status_code in ok:
+                    return resp
+                err = self._answer_error(resp)
+                if not (retry and (resp.status_code in RETRY_STATUSES or err.spec.retryable)) or \
+                        attempt + 1 >= MAX_ATTEMPTS:
+                    raise err
+            self._sleep(attempt)
+            attempt += 1
+            if skip_if is not None and skip_if():
+                return None
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        resp = self.request("GET", path, **kw)
+        assert resp is not None
+        return resp
+
+    def post(self, path: str, **kw: Any) -> httpx.Response:
+        resp = self.request("POST", path, **kw)
+        assert resp is not None
+        return resp
+
+
+
+class RemoteVault(VaultHttp):
+    """`ports.VaultClient` of a vault server, as one machine (with its token) or as a registering agent."""
+
+    def _m(self, machine_id: MachineId) -> str:
+        return f"{wire.API}/machines/{machine_id}"
+
+    def info(self) -> VaultInfo:
+        doc = self.get(f"{wire.API}/info").json()
+        return VaultInfo(VaultId(doc["vault_id"]), doc["name"], doc["version"], int(doc["max_machines"]))
+
+    def register(self, creds: VaultCredentials, machine: MachineInfo, wrapped_key: bytes, key_verifier: str,
+                 key_proof: bytes | None) -> str:
+        body = {
+            "vault_id": creds.vault_id, "credential_id": creds.credential_id,
+            "secret": base64.urlsafe_b64encode(creds.secret).decode(), "expires_ns": creds.expires_ns,
+            "machine": {"machine_id": machine.machine_id, "hostname": machine.hostname,
+                        "os_machine_id": machine.os_machine_id, "agent_version": machine.agent_version},
+            "wrapped_key": base64.b64encode(wrapped_key).decode(), "key_verifier": key_verifier,
+            "key_proof": key_proof.hex() if key_proof else None,
+        }
+        # A credentials file works once: a registration that may have reached the vault is never resent.
+        doc = self.post(f"{wire.API}/registrations", json=body, retry=False).json()
+        return str(doc["token"])
+
+    def wrapped_key(self, machine_id: MachineId) -> bytes:
+        return self.get(f"{self._m(machine_id)}/key").content
+
+    def known_chunks(self, machine_id: MachineId) -> Iterable[ChunkId]:
+        return wire.split_ids(self.get(f"{self._m(machine_id)}/chunks").content)
+
+    def begin_session(self, machine_id: MachineId) -> str:
+        return str(self.post(f"{self._m(machine_id)}/sessions").json()["session"])
+
+    def abort_session(self, machine_id: MachineId, session: str) -> None:
+        self.request("DELETE", f"{self._m(machine_id)}/sessions/{session}")
+
+    def has_pack(self, machine_id: MachineId, pack_id: PackId) -> bool:
+        resp = self.request("HEAD", f"{self._m(machine_id)}/packs/{pack_id}", ok=(200, 404))
+        return resp is not None and resp.status_code == 200
+
+    def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes,
+                 entries: list[PackEntry]) -> None:
+        header = wire.pack_upload_header(entries)
+        view = memoryview(data)
+
+        def body() -> Iterator[bytes]:
+            yield header
+            for i in range(0, len(view), UPLOAD_PIECE):
+                yield bytes(view[i:i + UPLOAD_PIECE])
+
+        self.request("PUT", f"{self._m(machine_id)}/packs/{pack_id}", params={"session": session},
+                      content=body, skip_if=lambda: self.has_pack(machine_id, pack_id),
+                      headers={"Content-Type": wire.PACK_MEDIA_TYPE,
+                               "Content-Length": str(len(header) + len(data))})
+
+    def commit(self, machine_id: MachineId, session: str, root: ChunkId, status: JobStatus,
+               stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes) -> RecoveryPoint:
+        body = wire.encode_commit(root, status, stats, list(refs), sealed_meta)
+        # Committing a session twice returns the first recovery point, so a lost answer may be retried.
+        resp = self.post(f"{self._m(machine_id)}/sessions/{session}/commit", content=lambda: body,
+                          headers={"Content-Type": wire.MSGPACK_MEDIA_TYPE})
+        return wire.rp_from_json(resp.json())
+
+    def forget_chunks(self, machine_id: MachineId, ids: Iterable[ChunkId]) -> int:
+        body = wire.join_ids(list(ids))
+        return int(self.post(f"{self._m(machine_id)}/forget", content=lambda: body).json()["removed"])
+
+    def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]:
+        return [wire.rp_from_json(d) for d in self.get(f"{self._m(machine_id)}/recovery-points").json()]
+
+    def locate(self, machine_id: MachineId, ids: Iterable[ChunkId]) -> dict[ChunkId, ChunkLocation]:
+        wanted = list(dict.fromkeys(ids))
+        out: dict[ChunkId, ChunkLocation] = {}
+        step = wire.MAX_IDS_BODY // 32
+        for i in range(0, len(wanted), step):
+            body = wire.join_ids(wanted[i:i + step])
+            out.update(wire.parse_locations(self.post(f"{self._m(machine_id)}/locate", content=lambda b=body: b)
+                                            .content))
+        return out
+
+    def read(self, machine_id: MachineId, pack_id: PackId, offset: int, length: int) -> bytes:
+        resp = self.get(f"{self._m(machine_id)}/packs/{pack_id}",
+                         headers={"Range": f"bytes={offset}-{offset + length - 1}"})
+        if len(resp.content) != length:
+            raise_error("IntegrityError", what=f"pack {pack_id[:16]} range {offset}+{length} came back short")
+        return resp.content
+
+    def packs(self, machine_id: MachineId) -> list[tuple[PackId, int]]:
+        return [(PackId(d["pack_id"]), int(d["size"])) for d in self.get(f"{self._m(machine_id)}/packs").json()]
+
+    def read_pack(self, machine_id: MachineId, pack_id: PackId) -> bytes:
+        return self.get(f"{self._m(machine_id)}/packs/{pack_id}").content
+
+    def index(self, machine_id: MachineId) -> Iterator[tuple[ChunkId, ChunkLocation]]:
+        yield from wire.parse_locations(self.get(f"{self._m(machine_id)}/index").content)
+
+    def refs(self, machine_id: MachineId, rp_id: str) -> list[ChunkId]:
+        return wire.split_ids(self.get(f"{self._m(machine_id)}/recovery-points/{rp_id}/refs").content)
+
+
+class RemoteAdmin(VaultHttp):
+    """The admin routes of a vault server; construct it with the admin token."""
+
+    def issue_credentials(self, valid_days: float) -> bytes:
+        return self.post(f"{wire.API}/admin/credentials", json={"valid_days": valid_days},
+                                 retry=False).content
+
+    def settings(self, **changes: Any) -> dict[str, Any]:
+        if changes:
+            doc = self.request("PATCH", f"{wire.API}/admin/settings", json=changes)
+        else:
+            doc = self.get(f"{wire.API}/admin/settings")
+        assert doc is not None
+        result: dict[str, Any] = doc.json()
+        return result
+
+    def machines(self) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = self.get(f"{wire.API}/admin/machines").json()
+        return result
