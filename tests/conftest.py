@@ -1,4 +1,5 @@
-"""Shared fixtures: a fake clock, an embedded vault, and a CLI runner that starts the real `safehold`."""
+"""Shared fixtures: a fake clock, an embedded vault, a CLI runner that starts the real `safehold`, and
+PostgreSQL (one server per session, started on first use; a fresh database per test)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from pgserver import PgServer, PgUnavailable
 
 PASSPHRASE = "correct horse battery staple 2026"
 
@@ -88,3 +92,38 @@ def registered(tmp_path: Path, cli: Cli, passphrase_file: Path) -> Cli:
     cli.ok("vault", "init", tmp_path / "vault", "--credentials-out", creds)
     cli.ok("register", "--credentials", creds, "--passphrase-file", passphrase_file)
     return cli
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """The session's PostgreSQL server; `pg_server.create_database()` gives another empty database."""
+    try:
+        server = PgServer()
+        server.start()
+    except PgUnavailable as exc:
+        pytest.fail(str(exc), pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(pg_server: PgServer) -> Iterator[str]:
+    """A new, empty PostgreSQL database for this test: `postgresql+psycopg://safehold@127.0.0.1:PORT/NAME`.
+
+    Dropped afterwards (WITH (FORCE): connections left open do not keep it)."""
+    name = pg_server.create_database()
+    yield pg_server.url(name)
+    pg_server.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def catalog_url(request: pytest.FixtureRequest) -> str | None:
+    """The vault catalog to test on: None (the SQLite file in the vault folder) or a fresh PostgreSQL database.
+
+    Pass it on as `VaultService.init_folder(folder, catalog_url=catalog_url)` or `vault init --catalog URL`."""
+    if request.param == "sqlite":
+        return None
+    url: str = request.getfixturevalue("pg_url")
+    return url

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,15 +24,38 @@ def _write(creds, path: Path) -> Path:  # type: ignore[no-untyped-def]
 
 def _register(tmp_path: Path, svc: VaultService, creds_file: Path, name: str = "agent",
               clock: FakeClock | None = None, passphrase: str = PASSPHRASE):  # type: ignore[no-untyped-def]
-    return register(AgentHome(tmp_path / name), creds_file, passphrase, lambda c: svc, clock=clock)
+    return register(AgentHome(tmp_path / name), creds_file, passphrase, lambda c, t: svc, clock=clock)
 
 
 def _code(exc: pytest.ExceptionInfo[SafeholdError]) -> str:
     return exc.value.spec.id_text
 
 
-def test_register_writes_private_files(tmp_path: Path) -> None:
-    svc = VaultService.init_folder(tmp_path / "vault")
+NewVault = Callable[..., VaultService]
+
+
+@pytest.fixture
+def new_vault(tmp_path: Path, catalog_url: str | None, request: pytest.FixtureRequest) -> Iterator[NewVault]:
+    """`new_vault(name, **init_folder_args)`: a vault in tmp_path/name on the catalog under test (a database of
+    its own for each vault on PostgreSQL: two vaults never share one), closed after the test."""
+    made: list[VaultService] = []
+
+    def make(name: str = "vault", **kwargs: Any) -> VaultService:
+        url = catalog_url
+        if url is not None and made:
+            server = request.getfixturevalue("pg_server")
+            url = server.url(server.create_database())
+        svc = VaultService.init_folder(tmp_path / name, catalog_url=url, **kwargs)
+        made.append(svc)
+        return svc
+
+    yield make
+    for svc in made:
+        svc.close()
+
+
+def test_register_writes_private_files(tmp_path: Path, new_vault: NewVault) -> None:
+    svc = new_vault("vault")
     reg = _register(tmp_path, svc, _write(svc.issue_credentials(), tmp_path / "a.vaultcredentials"))
     home = AgentHome(tmp_path / "agent")
     for p in (home.registration_file, home.token_file, home.passphrase_file, Path(reg.cache_folder) / "key.wrapped",
@@ -42,8 +67,8 @@ def test_register_writes_private_files(tmp_path: Path) -> None:
     assert open_keys(reg, PASSPHRASE).key_id == reg.key_id
 
 
-def test_expired_credentials_are_34513(tmp_path: Path, clock: FakeClock) -> None:
-    svc = VaultService.init_folder(tmp_path / "vault", clock=clock)
+def test_expired_credentials_are_34513(tmp_path: Path, new_vault: NewVault, clock: FakeClock) -> None:
+    svc = new_vault("vault", clock=clock)
     creds = _write(svc.issue_credentials(), tmp_path / "a.vaultcredentials")
     clock.advance(10 * 86400 + 1)
     with pytest.raises(SafeholdError) as exc:
@@ -51,15 +76,15 @@ def test_expired_credentials_are_34513(tmp_path: Path, clock: FakeClock) -> None
     assert _code(exc) == "34513" and "expired" in exc.value.text
 
 
-def test_credentials_valid_for_ten_days(tmp_path: Path, clock: FakeClock) -> None:
-    svc = VaultService.init_folder(tmp_path / "vault", clock=clock)
+def test_credentials_valid_for_ten_days(tmp_path: Path, new_vault: NewVault, clock: FakeClock) -> None:
+    svc = new_vault("vault", clock=clock)
     creds = _write(svc.issue_credentials(), tmp_path / "a.vaultcredentials")
     clock.advance(10 * 86400 - 60)
     _register(tmp_path, svc, creds, clock=clock)
 
 
-def test_superseded_and_used_credentials_are_34513(tmp_path: Path) -> None:
-    svc = VaultService.init_folder(tmp_path / "vault")
+def test_superseded_and_used_credentials_are_34513(tmp_path: Path, new_vault: NewVault) -> None:
+    svc = new_vault("vault")
     old = _write(svc.issue_credentials(), tmp_path / "old.vaultcredentials")
     new = _write(svc.issue_credentials(), tmp_path / "new.vaultcredentials")
     with pytest.raises(SafeholdError) as exc:
@@ -71,8 +96,8 @@ def test_superseded_and_used_credentials_are_34513(tmp_path: Path) -> None:
     assert _code(exc) == "34513" and "already used" in exc.value.text
 
 
-def test_forged_secret_is_34513(tmp_path: Path) -> None:
-    svc = VaultService.init_folder(tmp_path / "vault")
+def test_forged_secret_is_34513(tmp_path: Path, new_vault: NewVault) -> None:
+    svc = new_vault("vault")
     f = _write(svc.issue_credentials(), tmp_path / "a.vaultcredentials")
     doc = json.loads(f.read_text())
     doc["secret"] = "A" * 43 + "="
@@ -82,17 +107,17 @@ def test_forged_secret_is_34513(tmp_path: Path) -> None:
     assert _code(exc) == "34513"
 
 
-def test_other_vault_is_100110(tmp_path: Path) -> None:
-    one = VaultService.init_folder(tmp_path / "one")
-    two = VaultService.init_folder(tmp_path / "two")
+def test_other_vault_is_100110(tmp_path: Path, new_vault: NewVault) -> None:
+    one = new_vault("one")
+    two = new_vault("two")
     _register(tmp_path, one, _write(one.issue_credentials(), tmp_path / "1.vaultcredentials"))
     with pytest.raises(SafeholdError) as exc:
         _register(tmp_path, two, _write(two.issue_credentials(), tmp_path / "2.vaultcredentials"))
     assert _code(exc) == "100110"
 
 
-def test_reregister_keeps_identity_and_needs_first_passphrase(tmp_path: Path) -> None:
-    svc = VaultService.init_folder(tmp_path / "vault")
+def test_reregister_keeps_identity_and_needs_first_passphrase(tmp_path: Path, new_vault: NewVault) -> None:
+    svc = new_vault("vault")
     first = _register(tmp_path, svc, _write(svc.issue_credentials(), tmp_path / "1.vaultcredentials"))
     with pytest.raises(SafeholdError) as exc:
         _register(tmp_path, svc, _write(svc.issue_credentials(), tmp_path / "2.vaultcredentials"),
@@ -103,19 +128,21 @@ def test_reregister_keeps_identity_and_needs_first_passphrase(tmp_path: Path) ->
     assert len(svc.machines()) == 1
 
 
-def test_machine_limit(tmp_path: Path) -> None:
-    svc = VaultService.init_folder(tmp_path / "vault", max_machines=2)
+def test_machine_limit(tmp_path: Path, new_vault: NewVault) -> None:
+    svc = new_vault("vault", max_machines=2)
     for i in range(2):
         _register(tmp_path, svc, _write(svc.issue_credentials(), tmp_path / f"{i}.vaultcredentials"), name=f"m{i}")
     with pytest.raises(SafeholdError) as exc:
         _register(tmp_path, svc, _write(svc.issue_credentials(), tmp_path / "x.vaultcredentials"), name="m3")
     assert exc.value.spec.code == "MachineLimitReached"
-    assert VaultService.init_folder(tmp_path / "default").info().max_machines == 50
+    assert new_vault("default").info().max_machines == 50
 
 
-def test_cli_registration_errors(tmp_path: Path, cli: Cli, passphrase_file: Path) -> None:
+def test_cli_registration_errors(tmp_path: Path, cli: Cli, passphrase_file: Path,
+                                catalog_url: str | None) -> None:
     creds = tmp_path / "v.vaultcredentials"
-    cli.ok("vault", "init", tmp_path / "vault", "--credentials-out", creds)
+    catalog = ("--catalog", catalog_url) if catalog_url else ()
+    cli.ok("vault", "init", tmp_path / "vault", "--credentials-out", creds, *catalog)
     assert creds.stat().st_mode & 0o077 == 0
     # wrong extension
     wrong = tmp_path / "v.json"

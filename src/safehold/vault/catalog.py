@@ -135,6 +135,15 @@ def insert_ignore(table: sa.Table, dialect: str) -> Any:
     raise ValueError(f"the catalog does not run on {dialect}")
 
 
+def lock(conn: sa.Connection) -> None:
+    """Serialize catalog-wide changes (migrations, the first vault row) until this transaction ends.
+
+    PostgreSQL: an advisory lock, as vault servers share the database. SQLite: nothing; its one writer at a
+    time, and one vault per file, are enough."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(sa.select(sa.func.pg_advisory_xact_lock(7_002_060_001)))
+
+
 # ---- schema versions ------------------------------------------------------------------------------------
 
 
@@ -171,8 +180,7 @@ def upgrade(eng: sa.Engine) -> tuple[str | None, str]:
     from alembic import command  # noqa: PLC0415
 
     with eng.begin() as conn:
-        if conn.dialect.name == "postgresql":  # two `vault migrate` at once: the second waits, then finds head
-            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7002060001)"))
+        lock(conn)  # two `vault migrate` at once: the second waits, then finds head
         before = revision(conn)
         if before != HEAD:
             command.upgrade(_alembic_config(conn), "head")

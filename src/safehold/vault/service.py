@@ -377,7 +377,8 @@ class VaultService:
             if done is None and not c.execute(t.insert_ignore(t.recovery_points, c.dialect.name).values(
                     rp_id=rp.rp_id, machine_id=machine_id, created_ns=rp.created_ns, root=root,
                     status=str(status), stats=asdict(stats), sealed_meta=sealed_meta,
-                    refs=b"".join(sorted(ref_set)), session_id=session)).rowcount:
+                    refs=b"".join(sorted(ref_set)), session_id=session),
+                    execution_options={"preserve_rowcount": True}).rowcount:
                 done = self._committed(c, machine_id, session)  # committed meanwhile, by another request
                 if done is None:
                     raise_error("InvalidArgument", what="the backup session belongs to another machine")

@@ -33,14 +33,16 @@ def upgrade() -> None:
         _complete_unversioned()
     else:
         _create()
-    op.create_index("ix_recovery_points_session_id", "recovery_points", ["session_id"], unique=True)
 
 
 def _complete_unversioned() -> None:
+    """Add what is missing, and only that: the same steps serve a catalog whose version table was lost."""
     inspector = sa.inspect(op.get_bind())
     for table, column in _ADDED:
         if column.name not in {c["name"] for c in inspector.get_columns(table)}:
             op.add_column(table, column)
+    if "ix_recovery_points_session_id" not in {i["name"] for i in inspector.get_indexes("recovery_points")}:
+        op.create_index("ix_recovery_points_session_id", "recovery_points", ["session_id"], unique=True)
 
 
 def _create() -> None:
@@ -116,6 +118,7 @@ def _create() -> None:
         sa.PrimaryKeyConstraint("rp_id", name="pk_recovery_points"),
     )
     op.create_index("ix_recovery_points_machine_id", "recovery_points", ["machine_id"])
+    op.create_index("ix_recovery_points_session_id", "recovery_points", ["session_id"], unique=True)
 
 
 def downgrade() -> None:
