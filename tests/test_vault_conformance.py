@@ -1,0 +1,182 @@
+"""One conformance suite for `ports.VaultClient`: the embedded vault in-process and the vault server over HTTPS,
+each on a SQLite and a PostgreSQL catalog. What the agent relies on must hold the same way on every one.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from vaultserver import VaultServer, make_vault
+
+from safehold.agent.remote import RemoteVault
+from safehold.errors import SafeholdError
+from safehold.formats import keys as keyfmt
+from safehold.formats.chunks import Sealer, chunk_id
+from safehold.formats.keys import MachineKeys
+from safehold.formats.pack import PackBuilder
+from safehold.model import CHUNK_DATA, BackupStats, ChunkId, JobStatus, MachineId, MachineInfo
+from safehold.ports import VaultClient
+from safehold.vault.service import VaultService
+
+PASSPHRASE = "conformance passphrase 2026"
+
+
+@dataclass
+class Subject:
+    vault: VaultClient  # as the registered machine
+    anonymous: VaultClient  # for registration
+    svc: VaultService  # the same vault, for issuing credentials
+    machine_id: MachineId
+    keys: MachineKeys
+
+
+def _machine(hostname: str = "conformance-host") -> MachineInfo:
+    return MachineInfo(MachineId(uuid.uuid4().hex), hostname, "os-id", "0.1.0")
+
+
+@pytest.fixture(params=["embedded", "http"])
+def subject(request: pytest.FixtureRequest, tmp_path: Path, catalog_url: str | None) -> Iterator[Subject]:
+    svc = make_vault(tmp_path / "vault", catalog_url)
+    try:
+        yield from _subject(request.param, tmp_path, svc)
+    finally:
+        svc.close()
+
+
+def _subject(kind: str, tmp_path: Path, svc: VaultService) -> Iterator[Subject]:
+    keys = MachineKeys.generate()
+    machine = _machine()
+    if kind == "embedded":
+        svc.register(svc.issue_credentials(), machine, keyfmt.wrap(keys, PASSPHRASE), keys.key_verifier, None)
+        yield Subject(svc, svc, svc, machine.machine_id, keys)
+        return
+    with VaultServer(tmp_path / "vault") as server:
+        anonymous = RemoteVault(server.url, server.fingerprint, retry_base=0)
+        token = anonymous.register(svc.issue_credentials(), machine, keyfmt.wrap(keys, PASSPHRASE),
+                                   keys.key_verifier, None)
+        vault = RemoteVault(server.url, server.fingerprint, token=token, hostname=machine.hostname, retry_base=0)
+        try:
+            yield Subject(vault, anonymous, svc, machine.machine_id, keys)
+        finally:
+            vault.close()
+            anonymous.close()
+
+
+def _pack(keys: MachineKeys, *payloads: bytes) -> tuple[str, bytes, list, list[ChunkId]]:
+    sealer = Sealer(keys)
+    builder = PackBuilder()
+    ids = []
+    for p in payloads:
+        cid = chunk_id(keys, p)
+        builder.add(cid, CHUNK_DATA, sealer.seal(CHUNK_DATA, cid, p))
+        ids.append(cid)
+    pid, data, entries = builder.finish(sealer)
+    return pid, data, entries, ids
+
+
+def test_info_names_the_vault(subject: Subject) -> None:
+    info = subject.vault.info()
+    assert info.vault_id == subject.svc.vault_id
+    assert info.max_machines == 50
+
+
+def test_wrapped_key_comes_back_and_opens_with_the_passphrase(subject: Subject) -> None:
+    wrapped = subject.vault.wrapped_key(subject.machine_id)
+    assert keyfmt.unwrap(wrapped, PASSPHRASE).key_id == subject.keys.key_id
+
+
+def test_pack_upload_index_read_and_commit(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    session = v.begin_session(mid)
+    pid, data, entries, ids = _pack(subject.keys, b"alpha" * 1000, b"beta" * 3000)
+    v.put_pack(mid, session, pid, data, entries)
+    v.put_pack(mid, session, pid, data, entries)  # a retried upload is a no-op
+    assert set(v.known_chunks(mid)) == set(ids)
+    assert v.packs(mid) == [(pid, len(data))]
+    assert v.read_pack(mid, pid) == data
+    located = v.locate(mid, [*ids, ChunkId(b"\0" * 32)])
+    assert set(located) == set(ids)
+    for e in entries:
+        loc = located[e.chunk_id]
+        assert (loc.pack_id, loc.offset, loc.length) == (pid, e.offset, e.length)
+        blob = v.read(mid, pid, loc.offset, loc.length)
+        assert blob == data[e.offset:e.offset + e.length]
+    assert dict(v.index(mid)) == located
+
+    stats = BackupStats(files=2, bytes_scanned=17000, duration_s=0.5)
+    rp = v.commit(mid, session, ids[0], JobStatus.COMPLETED, stats, ids, b"sealed meta")
+    again = v.commit(mid, session, ids[0], JobStatus.COMPLETED, stats, ids, b"sealed meta")
+    assert again.rp_id == rp.rp_id  # a commit whose answer was lost may be sent again
+    [listed] = v.recovery_points(mid)
+    assert (listed.rp_id, listed.root, listed.status, listed.stats, listed.sealed_meta) == \
+        (rp.rp_id, ids[0], JobStatus.COMPLETED, stats, b"sealed meta")
+    assert sorted(v.refs(mid, rp.rp_id)) == sorted(ids)
+
+
+def test_damaged_pack_is_refused(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    session = v.begin_session(mid)
+    pid, data, entries, _ = _pack(subject.keys, b"gamma" * 500)
+    broken = bytearray(data)
+    broken[20] ^= 1
+    with pytest.raises(SafeholdError) as exc:
+        v.put_pack(mid, session, pid, bytes(broken), entries)
+    assert exc.value.spec.code == "IntegrityError"
+    assert v.packs(mid) == []
+
+
+def test_commit_with_unknown_chunk_is_refused(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    session = v.begin_session(mid)
+    with pytest.raises(SafeholdError) as exc:
+        v.commit(mid, session, ChunkId(b"\1" * 32), JobStatus.COMPLETED, BackupStats(), [], b"")
+    assert exc.value.spec.code == "ChunkMissing"
+    assert v.recovery_points(mid) == []
+
+
+def test_unknown_recovery_point_and_forget(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    with pytest.raises(SafeholdError) as exc:
+        v.refs(mid, "0" * 32)
+    assert exc.value.spec.code == "RecoveryPointNotFound"
+    session = v.begin_session(mid)
+    pid, data, entries, ids = _pack(subject.keys, b"delta" * 100)
+    v.put_pack(mid, session, pid, data, entries)
+    v.abort_session(mid, session)
+    assert v.forget_chunks(mid, ids) == 1
+    assert list(v.known_chunks(mid)) == []
+
+
+def test_credentials_work_once_and_only_the_newest(subject: Subject) -> None:
+    old = subject.svc.issue_credentials()
+    new = subject.svc.issue_credentials()
+    keys = MachineKeys.generate()
+    wrapped = keyfmt.wrap(keys, PASSPHRASE)
+    with pytest.raises(SafeholdError) as exc:
+        subject.anonymous.register(old, _machine("other"), wrapped, keys.key_verifier, None)
+    assert exc.value.spec.id == 34513 and "newer" in exc.value.text
+    subject.anonymous.register(new, _machine("other"), wrapped, keys.key_verifier, None)
+    with pytest.raises(SafeholdError) as exc:
+        subject.anonymous.register(new, _machine("third"), wrapped, keys.key_verifier, None)
+    assert exc.value.spec.id == 34513 and "already used" in exc.value.text
+
+
+def test_re_registration_needs_the_key_proof(subject: Subject) -> None:
+    same = MachineInfo(subject.machine_id, "renamed-host", "os-id", "0.1.0")
+    intruder = MachineKeys.generate()
+    with pytest.raises(SafeholdError) as exc:
+        subject.anonymous.register(subject.svc.issue_credentials(), same, keyfmt.wrap(intruder, PASSPHRASE),
+                                   intruder.key_verifier, intruder.auth_key)
+    assert exc.value.spec.code == "WrongPassphrase"
+    with pytest.raises(SafeholdError):
+        subject.anonymous.register(subject.svc.issue_credentials(), same, keyfmt.wrap(intruder, PASSPHRASE),
+                                   intruder.key_verifier, None)
+    # the machine's own key proves it: the new host name is recorded, the id stays
+    k = subject.keys
+    subject.anonymous.register(subject.svc.issue_credentials(), same, keyfmt.wrap(k, PASSPHRASE),
+                               k.key_verifier, k.auth_key)
+    assert {m["machine_id"]: m["hostname"] for m in subject.svc.machines()}[subject.machine_id] == "renamed-host"
