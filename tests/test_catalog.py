@@ -208,6 +208,12 @@ def test_postgresql_vault_folder(tmp_path: Path, pg_url: str, cli: Cli, vaults: 
     assert _code(exc) == "VaultExists" and not (tmp_path / "other").exists()
     r = cli("vault", "init", tmp_path / "other", "--catalog", pg_url)
     assert r.code == 2 and "700202" in r.err
+    # the database cannot be reached: an error naming it, the password masked
+    doc["catalog_url"] = sa.engine.make_url(pg_url).set(password="s3cret", port=1).render_as_string(False)
+    (tmp_path / "vault" / "vault.json").write_text(json.dumps(doc))
+    with pytest.raises(SafeholdError) as exc:
+        VaultService.open_folder(tmp_path / "vault")
+    assert _code(exc) == "CatalogCorrupt" and "127.0.0.1:1" in exc.value.text and "s3cret" not in exc.value.text
 
 
 def test_catalog_url_is_checked(tmp_path: Path, pg_url: str) -> None:

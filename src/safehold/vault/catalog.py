@@ -117,10 +117,13 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def engine(url: str) -> sa.Engine:
-    eng = sa.create_engine(url)
-    if eng.dialect.name == "sqlite":
+    """An engine on a catalog URL: sqlite:///FILE or postgresql+psycopg://USER@HOST[:PORT]/DATABASE."""
+    if url.startswith("sqlite"):
+        eng = sa.create_engine(url)
         event.listen(eng, "connect", _sqlite_pragmas)
-    return eng
+        return eng
+    # a PostgreSQL server restarted under a long-running vault server: pooled connections are checked first
+    return sa.create_engine(url, pool_pre_ping=True)
 
 
 def insert_ignore(table: sa.Table, dialect: str) -> Any:
