@@ -96,8 +96,8 @@ class Forwarder:
     """Forwards loopback TCP connections to `target_port`, and can break them on purpose.
 
     `cut_upstream_after`: close connection number `cut_conn` once that many client bytes went through.
-    `drop_answer_after`: on connection `cut_conn`, forward that many client bytes, then close without
-    passing back the server's answer (the request arrived; its reply is lost).
+    `drop_answer_after`: on connection `cut_conn`, once that many client bytes went through, close the
+    connection instead of passing back what the server answers (the request arrived; its reply is lost).
     """
 
     def __init__(self, target_port: int, *, targets: list[int] | None = None, cut_conn: int = -1,
@@ -146,10 +146,9 @@ class Forwarder:
                         with self.lock:
                             self.upstream_bytes += len(data)
                         server.sendall(data)
-                        if n == self.cut_conn and self.drop_answer_after is not None and \
-                                sent >= self.drop_answer_after:
-                            self._drain_then_close(server)
-                            return
+                    elif n == self.cut_conn and self.drop_answer_after is not None and \
+                            sent >= self.drop_answer_after:
+                        return  # the request went through whole; its answer is lost with the connection
                     else:
                         client.sendall(data)
         except OSError:
@@ -158,15 +157,6 @@ class Forwarder:
             sel.close()
             client.close()
             server.close()
-
-    @staticmethod
-    def _drain_then_close(server: socket.socket) -> None:
-        """Wait for the server's answer (so the request was handled), then throw it away."""
-        server.settimeout(60)
-        try:
-            server.recv(65536)
-        except OSError:
-            pass
 
     def close(self) -> None:
         self.sock.close()

@@ -14,7 +14,7 @@ import ssl
 import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -106,6 +106,12 @@ class VaultHttp:
 
     def close(self) -> None:
         self._http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ---- transport ----------------------------------------------------------------------------------
 

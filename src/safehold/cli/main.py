@@ -19,6 +19,7 @@ from safehold.cli import (
     cmd_recovery_points,
     cmd_register,
     cmd_restore,
+    cmd_settings,
     cmd_vault,
     cmd_vault_migrate,
     cmd_vault_serve,
@@ -38,7 +39,8 @@ def cli(ctx: click.Context, home: str | None) -> None:
     ctx.obj = {"home": home}
 
 
-for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_restore, cmd_check, cmd_errors):
+for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_restore, cmd_check, cmd_settings,
+               cmd_errors):
     cli.add_command(module.command)
 cmd_vault.command.add_command(cmd_vault_migrate.command)
 cmd_vault.command.add_command(cmd_vault_serve.command)
