@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from vaultserver import VaultServer, make_vault
 
 from safehold.agent.remote import RemoteVault
 from safehold.errors import SafeholdError
@@ -21,6 +20,8 @@ from safehold.formats.pack import PackBuilder
 from safehold.model import CHUNK_DATA, BackupStats, ChunkId, JobStatus, MachineId, MachineInfo
 from safehold.ports import VaultClient
 from safehold.vault.service import VaultService
+
+from vaultserver import VaultServer, make_vault
 
 PASSPHRASE = "conformance passphrase 2026"
 

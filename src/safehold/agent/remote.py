@@ -123,9 +123,11 @@ class VaultHttp:
         if isinstance(exc, httpx.ProxyError):
             # 407 asks for credentials; tinyproxy answers wrong ones with 401 on the CONNECT
             variant = "proxy-auth" if "407" in text or "401" in text else "proxy"
-            return error("VaultUnreachable", detail=f"proxy: {text}", variant=variant, url=self.url)
+            return error("VaultUnreachable", detail=f"the proxy {self.proxy_used} answered {text}", variant=variant,
+                         url=self.url)
         if isinstance(exc, httpx.ConnectError) and self.proxy_used:
-            return error("VaultUnreachable", detail=f"through the proxy: {text}", variant="proxy", url=self.url)
+            return error("VaultUnreachable", detail=f"through the proxy {self.proxy_used}: {text}", variant="proxy",
+                         url=self.url)
         if isinstance(exc, httpx.TimeoutException):
             text = f"no answer in time ({type(exc).__name__})"
         return error("VaultUnreachable", detail=text, url=self.url)

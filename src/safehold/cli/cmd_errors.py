@@ -40,7 +40,7 @@ def command(ident: str | None, as_json: bool) -> None:
     e = found
     if as_json:
         emit_json({"id": e.id_text, "code": e.code, "message": e.message, "causes": list(e.causes),
-                   "actions": list(e.actions)})
+                   "actions": list(e.actions), "variants": {name: list(acts) for name, acts in e.variants}})
         return
     click.echo(f"{e.id_text} {e.code}\n{_shown(e.message)}\n")
     if e.causes:
@@ -50,4 +50,8 @@ def command(ident: str | None, as_json: bool) -> None:
     if e.actions:
         click.echo("Recommended actions:")
         for a in e.actions:
+            click.echo(f"  - {a}")
+    for name, actions in e.variants:
+        click.echo(f"Recommended actions ({name}):")
+        for a in actions:
             click.echo(f"  - {a}")
