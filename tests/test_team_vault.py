@@ -7,11 +7,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
+from safehold.formats import credentials as credfmt
+
 from conftest import Cli, restored
 from proxyserver import Proxy
 from vaultserver import VaultServer
-
-from safehold.formats import credentials as credfmt
 
 
 def _machine(tmp_path: Path, name: str) -> tuple[Cli, dict[str, str]]:
