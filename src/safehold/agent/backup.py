@@ -10,6 +10,7 @@ import contextlib
 import errno
 import fnmatch
 import os
+import queue
 import stat
 import threading
 import time
@@ -38,6 +39,8 @@ from safehold.model import (
     ChunkId,
     JobStatus,
     MachineId,
+    PackEntry,
+    PackId,
     RecoveryPoint,
 )
 from safehold.ports import VaultClient
@@ -108,7 +111,12 @@ def open_meta(sealer: Sealer, rp: RecoveryPoint) -> RecoveryPointMeta:
 
 
 class Uploader:
-    """Deduplicates against what the vault holds and fills data and tree packs; uploads full packs."""
+    """Deduplicates against what the vault holds and fills data and tree packs; full packs go to the vault
+    from one background thread, so reading and sealing go on while a pack travels (the GIL is free during
+    network and disk writes). At most `IN_FLIGHT` finished packs wait in memory.
+    """
+
+    IN_FLIGHT = 2
 
     def __init__(self, vault: VaultClient, machine_id: MachineId, session: str, sealer: Sealer,
                  known: set[ChunkId], counters: Counters) -> None:
@@ -116,6 +124,10 @@ class Uploader:
         self.known = known
         self.counters = counters
         self._packs = {CHUNK_DATA: PackBuilder(), CHUNK_TREE: PackBuilder()}
+        self._queue: queue.Queue[tuple[PackId, bytes, list[PackEntry]] | None] = queue.Queue(self.IN_FLIGHT)
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._send, name="upload", daemon=True)
+        self._thread.start()
 
     def add(self, kind: int, cid: ChunkId, data: bytes | memoryview) -> None:
         if cid in self.known:
@@ -129,18 +141,39 @@ class Uploader:
         if len(builder) >= PACK_TARGET:
             self._flush(kind)
 
+    def _send(self) -> None:
+        while (item := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain: after a failure nothing more is sent
+            try:
+                self.vault.put_pack(self.machine_id, self.session, *item)
+                self.counters.packs_uploaded += 1
+            except BaseException as exc:  # handed to the backup thread, which raises it
+                self._error = exc
+
+    def _check(self) -> None:
+        if self._error is not None:
+            raise self._error
+
     def _flush(self, kind: int) -> None:
         builder = self._packs[kind]
         if not builder.entries:
             return
-        pid, data, entries = builder.finish(self.sealer)
-        self.vault.put_pack(self.machine_id, self.session, pid, data, entries)
-        self.counters.packs_uploaded += 1
+        self._check()
+        self._queue.put(builder.finish(self.sealer))
         self._packs[kind] = PackBuilder()
 
     def flush(self) -> None:
+        """Send what is left and wait until the vault holds every pack."""
         self._flush(CHUNK_DATA)
         self._flush(CHUNK_TREE)
+        self.close()
+        self._check()
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
 
 
 class ExtentReader:
@@ -242,6 +275,7 @@ class BackupEngine:
             rp = self.vault.commit(self.machine_id, session, root, status, stats, self.refs,
                                    seal_meta(self.sealer, meta))
         except BaseException:
+            self.up.close()  # no upload may land after the session is gone
             self.vault.abort_session(self.machine_id, session)
             raise
         self.store.commit(rp.rp_id)
