@@ -100,6 +100,13 @@ class PgServer:
         self._admin(f"CREATE DATABASE {name} OWNER {ROLE}")
         return name
 
+    def set_reachable(self, name: str, reachable: bool) -> None:
+        """Take one database away from its clients (refuse new connections, end open ones), or give it back:
+        a catalog outage without stopping the server other tests use."""
+        self._admin(f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'true' if reachable else 'false'}")
+        if not reachable:
+            self._admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+
     def drop_database(self, name: str) -> None:
         self._admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 

@@ -24,8 +24,9 @@ from safehold.model import CHUNK_DATA, BackupStats, JobStatus, MachineId, Machin
 from safehold.vault.server import create_app
 from safehold.vault.service import VaultService
 
+from pgserver import PgServer
 from proxyserver import Proxy
-from vaultserver import Forwarder, VaultServer, make_vault
+from vaultserver import Forwarder, VaultServer, free_port, make_vault
 
 PASSPHRASE = "http vault passphrase 2026"
 ROOT = Path(__file__).resolve().parent.parent
@@ -194,9 +195,7 @@ def test_a_certificate_other_than_the_pinned_one_is_refused(served: Served, tmp_
 
 
 def test_an_unreachable_vault_gives_100050_with_the_checks(tmp_path: Path) -> None:
-    closed = Forwarder(1)
-    port = closed.port
-    closed.close()  # nothing listens on this port now
+    port = free_port()
     with RemoteVault(f"https://127.0.0.1:{port}", "sha256:" + "0" * 64, retry_base=0) as vault:
         err = _refused(vault.info, "VaultUnreachable")
     assert err.spec.id == 100050 and err.variant is None
@@ -293,6 +292,26 @@ def test_two_replicas_on_one_catalog_serve_one_agent_consistently(tmp_path: Path
                 assert other.packs(m.id) == [(pid, len(data))]
     finally:
         svc.close()
+
+
+def test_a_catalog_outage_is_503_and_the_agent_retries_through_it(tmp_path: Path, pg_server: PgServer) -> None:
+    name = pg_server.create_database()
+    folder = tmp_path / "vault"
+    svc = make_vault(folder, pg_server.url(name))
+    try:
+        with VaultServer(folder) as server:
+            m = _register(svc, server, "delta")
+            with m.client:
+                pg_server.set_reachable(name, False)
+                try:
+                    err = _refused(lambda: m.client.recovery_points(m.id), "CatalogUnavailable")
+                    assert err.spec.http_status == 503 and err.spec.retryable
+                finally:
+                    pg_server.set_reachable(name, True)
+                assert m.client.recovery_points(m.id) == []  # back as soon as the database is
+    finally:
+        svc.close()
+        pg_server.drop_database(name)
 
 
 # ---- the API document ----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ The server is started on port 0 and announces its address on stdout; tests wait 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -123,7 +124,11 @@ class Forwarder:
             with self.lock:
                 n = self.connections
                 self.connections += 1
-            server = socket.create_connection(("127.0.0.1", self.targets[n % len(self.targets)]))
+            try:
+                server = socket.create_connection(("127.0.0.1", self.targets[n % len(self.targets)]))
+            except OSError:
+                client.close()
+                continue
             threading.Thread(target=self._pump, args=(n, client, server), daemon=True).start()
 
     def _pump(self, n: int, client: socket.socket, server: socket.socket) -> None:
@@ -159,10 +164,19 @@ class Forwarder:
             server.close()
 
     def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
         self.sock.close()
+        self.thread.join(timeout=10)
 
     def __enter__(self) -> Forwarder:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (bound once by the kernel's choice, then released)."""
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return int(sock.getsockname()[1])

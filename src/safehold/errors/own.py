@@ -130,6 +130,15 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                  "the vault folder), then start them again.",),
         http_status=503,
     ),
+    ErrorSpec(
+        700207, "CatalogUnavailable", "The vault's catalog database cannot be reached: {reason}.",
+        causes=("The PostgreSQL server is down, restarting, or refuses the vault's connections.",
+                "The database's address, user or password in the vault's settings no longer fits."),
+        actions=("Check that PostgreSQL runs and accepts connections from the vault's host (`pg_isready -h HOST`).",
+                 "Check the catalog URL in VAULT/vault.json and the password in ~/.pgpass or PGPASSFILE.",
+                 "Agents retry on their own; a backup that stopped resumes without sending its data again."),
+        http_status=503, retryable=True,
+    ),
     # 7003xx: integrity
     ErrorSpec(
         700301, "IntegrityError", "Stored data failed verification: {what}.",

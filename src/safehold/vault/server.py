@@ -10,6 +10,7 @@ import binascii
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -148,6 +149,11 @@ def create_app(svc: VaultService) -> FastAPI:
     @app.exception_handler(SafeholdError)
     async def safehold_error(_request: Request, exc: SafeholdError) -> JSONResponse:
         return JSONResponse({"error": exc.to_dict()}, status_code=exc.spec.http_status)
+
+    @app.exception_handler(sa.exc.OperationalError)
+    async def catalog_down(_request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
+        err = error("CatalogUnavailable", reason=str(exc.orig).splitlines()[0] if exc.orig else "connection lost")
+        return JSONResponse({"error": err.to_dict()}, status_code=503)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:

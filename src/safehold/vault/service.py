@@ -185,6 +185,10 @@ class VaultService:
             try:
                 t.check_current(eng)
                 svc = cls(eng, ObjectBlobStore.local(blob_path), folder.as_uri(), clock)
+            except sa.exc.OperationalError as exc:
+                if url.startswith("sqlite:"):
+                    raise_error("CatalogCorrupt", reason=_db_reason(exc))
+                raise_error("CatalogUnavailable", reason=f"{_shown(url)}: {_db_reason(exc)}")
             except sa.exc.DBAPIError as exc:
                 where = "" if url.startswith("sqlite:") else f"{_shown(url)}: "
                 raise_error("CatalogCorrupt", reason=where + _db_reason(exc))
