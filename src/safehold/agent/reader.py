@@ -15,6 +15,7 @@ from safehold.model import CHUNK_TREE, ChunkId, ChunkLocation, MachineId, PackId
 from safehold.ports import VaultClient
 
 READ_AHEAD = 4 * 1024 * 1024
+MAX_SPAN = 16 * 1024 * 1024  # adjacent chunks fetched in one request, at most
 
 
 class ChunkReader:
@@ -87,7 +88,7 @@ class ChunkReader:
         while i < len(ids):
             loc = self.location(ids[i])
             j, end = i + 1, loc.offset + loc.length
-            while j < len(ids) and j - i < 64:
+            while j < len(ids) and j - i < 64 and end - loc.offset < MAX_SPAN:
                 nxt = self.location(ids[j])
                 if nxt.pack_id != loc.pack_id or nxt.offset != end:
                     break

@@ -23,7 +23,7 @@ class ObjectBlobStore:
         root.mkdir(parents=True, exist_ok=True)
         return cls(LocalStore(str(root), mkdir=True))
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes | memoryview) -> None:
         obstore.put(self._store, name, data)
 
     def get(self, name: str) -> bytes:

@@ -113,16 +113,28 @@ def _bearer(authorization: str | None) -> str:
     return authorization.removeprefix("Bearer ").strip()
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytearray:
+    """The body as it streams in, into one buffer sized by Content-Length when the client gave it."""
     declared = request.headers.get("content-length")
     if declared is not None and (not declared.isdigit() or int(declared) > limit):
         raise_error("InvalidArgument", what=f"the request body is larger than {limit} bytes")
-    body = bytearray()
+    if declared is None:
+        grown = bytearray()
+        async for part in request.stream():
+            grown += part
+            if len(grown) > limit:
+                raise_error("InvalidArgument", what=f"the request body is larger than {limit} bytes")
+        return grown
+    body = bytearray(int(declared))
+    view, filled = memoryview(body), 0
     async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise_error("InvalidArgument", what=f"the request body is larger than {limit} bytes")
-    return bytes(body)
+        if filled + len(part) > len(body):
+            raise_error("InvalidArgument", what="the request body is longer than its Content-Length")
+        view[filled:filled + len(part)] = part
+        filled += len(part)
+    if filled != len(body):
+        raise_error("InvalidArgument", what="the request body is shorter than its Content-Length")
+    return body
 
 
 def _batched(records: Iterator[bytes]) -> Iterator[bytes]:
@@ -224,11 +236,11 @@ def create_app(svc: VaultService) -> FastAPI:
         body = await _read_body(request, wire.MAX_PACK_BODY)
         if len(body) < 4:
             raise_error("InvalidArgument", what="the pack upload is empty")
-        size = wire.header_size(body[:4])
+        size = wire.header_size(bytes(body[:4]))
         if size > len(body):
             raise_error("InvalidArgument", what="the pack upload header is cut short")
-        entries = wire.parse_entries(body[:size])
-        await run_in_threadpool(svc.put_pack, mid, session, pid, body[size:], entries)
+        entries = wire.parse_entries(bytes(body[:size]))
+        await run_in_threadpool(svc.put_pack, mid, session, pid, memoryview(body)[size:], entries)
         return Response(status_code=204)
 
     @app.get(f"{m}/packs", response_model=list[PackOut], tags=["machine"])
@@ -251,7 +263,7 @@ def create_app(svc: VaultService) -> FastAPI:
               openapi_extra=_binary_body(wire.MSGPACK_MEDIA_TYPE, "root, status, stats, sealed_meta, refs"))
     async def commit(mid: Machine, session: str, request: Request) -> dict[str, Any]:
         body = await _read_body(request, wire.MAX_IDS_BODY + 1024 * 1024)
-        root, status, stats, refs, sealed = wire.decode_commit(body)
+        root, status, stats, refs, sealed = wire.decode_commit(bytes(body))
         rp = await run_in_threadpool(svc.commit, mid, session, root, status, stats, refs, sealed)
         return wire.rp_to_json(rp)
 
@@ -268,7 +280,7 @@ def create_app(svc: VaultService) -> FastAPI:
               openapi_extra=_binary_body(OCTETS, "32-byte chunk ids"),
               responses=_binary_answer("77-byte location records"))
     async def locate(mid: Machine, request: Request) -> Response:
-        ids = wire.split_ids(await _read_body(request, wire.MAX_IDS_BODY))
+        ids = wire.split_ids(bytes(await _read_body(request, wire.MAX_IDS_BODY)))
         found = await run_in_threadpool(svc.locate, mid, ids)
         return Response(b"".join(wire.location_record(c, loc) for c, loc in found.items()), media_type=OCTETS)
 
@@ -281,7 +293,7 @@ def create_app(svc: VaultService) -> FastAPI:
     @app.post(f"{m}/forget", response_model=RemovedOut, tags=["machine"],
               openapi_extra=_binary_body(OCTETS, "32-byte chunk ids"))
     async def forget(mid: Machine, request: Request) -> RemovedOut:
-        ids = wire.split_ids(await _read_body(request, wire.MAX_IDS_BODY))
+        ids = wire.split_ids(bytes(await _read_body(request, wire.MAX_IDS_BODY)))
         return RemovedOut(removed=await run_in_threadpool(svc.forget_chunks, mid, ids))
 
     # ---- administration ----------------------------------------------------------------------------

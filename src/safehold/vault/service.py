@@ -339,7 +339,7 @@ class VaultService:
             c.execute(sa.delete(t.sessions).where(t.sessions.c.session_id == session,
                                                   t.sessions.c.machine_id == machine_id))
 
-    def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes,
+    def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes | memoryview,
                  entries: list[PackEntry]) -> None:
         if compute_pack_id(data) != pack_id:
             raise_error("IntegrityError", what=f"pack {pack_id[:16]} arrived damaged")
