@@ -37,7 +37,7 @@ class Sample:
 
 def generate(root: Path, size_mb: int, seed: int = 2026) -> None:
     """Deterministic mixed tree: a few large files, medium ones, many small text files, some duplicates."""
-    rng = random.Random(seed)
+    rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
     root.mkdir(parents=True)
     budget = size_mb * 1024 * 1024
     large = budget * 6 // 10

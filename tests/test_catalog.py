@@ -213,7 +213,7 @@ def test_postgresql_vault_folder(tmp_path: Path, pg_url: str, cli: Cli, vaults: 
     (tmp_path / "vault" / "vault.json").write_text(json.dumps(doc))
     with pytest.raises(SafeholdError) as exc:
         VaultService.open_folder(tmp_path / "vault")
-    assert _code(exc) == "CatalogCorrupt" and "127.0.0.1:1" in exc.value.text and "s3cret" not in exc.value.text
+    assert _code(exc) == "CatalogUnavailable" and "127.0.0.1:1" in exc.value.text and "s3cret" not in exc.value.text
 
 
 def test_catalog_url_is_checked(tmp_path: Path, pg_url: str) -> None:

@@ -24,6 +24,7 @@ from safehold.model import CHUNK_DATA, BackupStats, JobStatus, MachineId, Machin
 from safehold.vault.server import create_app
 from safehold.vault.service import VaultService
 
+from conftest import Cli
 from pgserver import PgServer
 from proxyserver import Proxy
 from vaultserver import Forwarder, VaultServer, free_port, make_vault
@@ -150,6 +151,18 @@ def test_admin_routes_need_the_admin_token(served: Served) -> None:
         assert {m["hostname"] for m in admin.machines()} >= {"alpha", "beta"}
         creds = credfmt.parse("x.vaultcredentials", admin.issue_credentials(5))
     assert creds.vault_id == served.svc.vault_id
+
+
+def test_replacing_the_admin_token_locks_out_the_old_one(served: Served, cli: Cli) -> None:
+    url, fp = served.server.url, served.server.fingerprint
+    old = served.server.admin_token
+    cli.ok("vault", "admin-token", served.server.folder)
+    new = served.server.admin_token
+    assert new != old and (served.server.folder / "admin.token").stat().st_mode & 0o077 == 0
+    with RemoteAdmin(url, fp, token=old, retry_base=0) as stale:
+        _refused(stale.machines, "AccessDenied")
+    with RemoteAdmin(url, fp, token=new, retry_base=0) as admin:
+        assert len(admin.machines()) >= 2
 
 
 def test_a_stolen_credentials_file_is_useless_once_used_or_superseded(served: Served) -> None:
@@ -327,3 +340,104 @@ def test_the_openapi_document_is_served_and_kept_in_docs(served: Served) -> None
             assert path in paths
     assert "/v1/machines/{machine_id}/packs/{pack_id}" in paths
     assert "/v1/registrations" in paths
+
+
+# ---- hostile input --------------------------------------------------------------------------------------------
+
+def test_the_pin_also_holds_for_tls_inside_a_tls_proxy_tunnel(served: Served) -> None:
+    """An https:// proxy makes httpx speak TLS through an SSLObject over memory; the pin is checked there too."""
+    import ssl
+
+    from safehold.agent.remote import PinMismatch, pinned_context
+    from safehold.vault import tls
+
+    def handshake(pin: str) -> None:
+        server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        server_ctx.load_cert_chain(tls.cert_path(served.server.folder), tls.key_path(served.server.folder))
+        c_in, c_out, s_in, s_out = ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO(), ssl.MemoryBIO()
+        client = pinned_context(pin).wrap_bio(c_in, c_out, server_hostname="vault")
+        server = server_ctx.wrap_bio(s_in, s_out, server_side=True)
+        for _ in range(10):
+            done = 0
+            for side, out, peer_in in ((client, c_out, s_in), (server, s_out, c_in)):
+                try:
+                    side.do_handshake()
+                    done += 1
+                except (ssl.SSLWantReadError, ssl.SSLWantWriteError):
+                    pass
+                peer_in.write(out.read())
+            if done == 2:
+                return
+
+    handshake(served.server.fingerprint)  # the right pin completes
+    with pytest.raises(PinMismatch):
+        handshake("sha256:" + "1" * 64)
+
+
+def _raw(served: Served, method: str, path: str, **kw: object) -> SafeholdError:
+    with pytest.raises(SafeholdError) as exc:
+        served.a.client.request(method, path, retry=False, **kw)  # type: ignore[arg-type]
+    return exc.value
+
+
+def test_large_bodies_are_refused_before_anyone_is_authenticated(served: Served) -> None:
+    for path in ("/v1/registrations", "/v1/admin/credentials"):
+        err = _raw(served, "POST", path, content=lambda: b"{" + b" " * 200_000 + b"}",
+                   headers={"Content-Type": "application/json"})
+        assert err.spec.code == "InvalidArgument" and "larger than" in err.text
+
+
+def test_malformed_requests_are_clean_400s(served: Served) -> None:
+    a = served.a
+    pid = a.client.packs(a.id)[0][0]
+    for bad in ("bytes=\u00b2-3", "bytes=" + "9" * 5000 + "-1", "bytes=0-99999999999999999999", "bytes=5-1",
+                "items=0-1"):
+        err = _raw(served, "GET", f"/v1/machines/{a.id}/packs/{pid}", headers={"Range": bad.encode("utf-8")})
+        assert err.spec.code == "InvalidArgument", bad
+    session = a.client.begin_session(a.id)
+    header = (70_000).to_bytes(4, "little")
+    err = _raw(served, "PUT", f"/v1/machines/{a.id}/packs/{'0' * 64}", params={"session": session},
+               content=lambda: header + b"\0" * 1000)
+    assert err.spec.code == "InvalidArgument" and "entries" in err.text
+    err = _raw(served, "PUT", f"/v1/machines/{a.id}/packs/{'0' * 64}", params={"session": "x" * 5000},
+               content=lambda: b"\0\0\0\0")
+    assert err.spec.code == "InvalidArgument"
+    err = _raw(served, "GET", f"/v1/machines/{a.id}/recovery-points/{'z' * 500}/refs")
+    assert err.spec.code == "InvalidArgument"
+    with RemoteVault(served.server.url, served.server.fingerprint, token=a.token, retry_base=0) as nameless:
+        with pytest.raises(SafeholdError) as exc:
+            nameless.recovery_points(a.id)
+        assert exc.value.spec.code == "InvalidArgument" and "Hostname" in exc.value.text
+
+
+def test_one_credentials_file_registers_one_machine_even_when_raced(tmp_path: Path, pg_url: str) -> None:
+    import threading
+
+    folder = tmp_path / "vault"
+    svc = make_vault(folder, pg_url)
+    try:
+        with VaultServer(folder) as one, VaultServer(folder) as two:
+            creds = svc.issue_credentials()
+            outcomes: list[str] = []
+            barrier = threading.Barrier(2)
+
+            def attempt(server: VaultServer) -> None:
+                keys = MachineKeys.generate()
+                info = MachineInfo(MachineId(uuid.uuid4().hex), f"racer-{server.port}", "x", "0")
+                with RemoteVault(server.url, server.fingerprint, retry_base=0) as anon:
+                    barrier.wait()
+                    try:
+                        anon.register(creds, info, keyfmt.wrap(keys, PASSPHRASE), keys.key_verifier, None)
+                        outcomes.append("registered")
+                    except SafeholdError as exc:
+                        outcomes.append(exc.spec.code)
+
+            threads = [threading.Thread(target=attempt, args=(s,)) for s in (one, two)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+            assert sorted(outcomes) == ["VaultCredentialsInvalid", "registered"]
+            assert len(svc.machines()) == 1
+    finally:
+        svc.close()

@@ -32,6 +32,7 @@ from safehold.formats.chunks import Sealer
 from safehold.formats.keys import MachineKeys
 from safehold.formats.pack import PackBuilder
 from safehold.formats.tree import Entry
+from safehold.formats.wire import MAX_PACK_ENTRIES
 from safehold.model import (
     CHUNK_DATA,
     CHUNK_TREE,
@@ -138,7 +139,7 @@ class Uploader:
         self.known.add(cid)
         self.counters.chunks_new += 1
         self.counters.bytes_new_stored += len(blob)
-        if len(builder) >= PACK_TARGET:
+        if len(builder) >= PACK_TARGET or len(builder.entries) >= MAX_PACK_ENTRIES:
             self._flush(kind)
 
     def _send(self) -> None:

@@ -12,6 +12,7 @@ import os
 import random
 import ssl
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
@@ -41,21 +42,38 @@ BASE_DELAY = 0.25
 MAX_DELAY = 8.0
 UPLOAD_PIECE = 1024 * 1024
 RETRY_STATUSES = frozenset({502, 503, 504})
+RETRY_CODES = frozenset({"CatalogUnavailable", "VaultUnreachable"})
 
 
 class PinMismatch(ssl.SSLError):
     """The server's certificate is not the one pinned at registration."""
 
 
+def _check_pin(context: ssl.SSLContext, der: bytes | None) -> None:
+    expected = getattr(context, "pin", None)
+    presented = "sha256:" + hashlib.sha256(der or b"").hexdigest()
+    if expected != presented:
+        raise PinMismatch(f"the vault presented certificate {presented}, the pinned one is {expected}")
+
+
 class _PinnedSocket(ssl.SSLSocket):
+    """TLS straight over a socket (direct, or through an http:// proxy's CONNECT tunnel)."""
+
     def do_handshake(self, block: bool = False) -> None:
         super().do_handshake(block)
-        expected = getattr(self.context, "pin", None)
-        der = self.getpeercert(binary_form=True)
-        presented = "sha256:" + hashlib.sha256(der or b"").hexdigest()
-        if expected != presented:
+        try:
+            _check_pin(self.context, self.getpeercert(binary_form=True))
+        except PinMismatch:
             self.close()
-            raise PinMismatch(f"the vault presented certificate {presented}, the pinned one is {expected}")
+            raise
+
+
+class _PinnedObject(ssl.SSLObject):
+    """TLS inside TLS (a tunnel through an https:// proxy): httpcore drives an SSLObject over memory."""
+
+    def do_handshake(self) -> None:
+        super().do_handshake()  # raises SSLWantRead/WriteError until the handshake is complete
+        _check_pin(self.context, self.getpeercert(binary_form=True))
 
 
 class PinnedContext(ssl.SSLContext):
@@ -71,7 +89,18 @@ def pinned_context(fingerprint: str) -> PinnedContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.pin = fingerprint
     ctx.sslsocket_class = _PinnedSocket
+    ctx.sslobject_class = _PinnedObject
     return ctx
+
+
+def _without_credentials(url: str) -> str:
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}:{parts.port}" if parts.port else f"{parts.scheme}://{host}"
+
+
+# Answers without a safehold error body (HEAD, or a proxy's own page): what their status means.
+_BY_STATUS = {401: "TokenInvalid", 403: "AccessDenied", 503: "CatalogUnavailable"}
 
 
 def _chain(exc: BaseException) -> Iterator[BaseException]:
@@ -90,8 +119,8 @@ class VaultHttp:
         self.url = url.rstrip("/")
         host = httpx.URL(self.url).host
         env_proxy = urllib.request.getproxies_environment().get("https") if use_env else None
-        self.proxy_used = proxy or (env_proxy if env_proxy and not urllib.request.proxy_bypass(host)
-                                    else None)
+        used = proxy or (env_proxy if env_proxy and not urllib.request.proxy_bypass(host) else None)
+        self.proxy_used = _without_credentials(used) if used else None  # shown in errors: never a password
         headers = {"User-Agent": f"safehold/{__version__}"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -146,6 +175,13 @@ class VaultHttp:
                 variant = None
             return SafeholdError(spec, params, str(detail) if detail else None, variant)
         except (ValueError, KeyError, TypeError, AttributeError):
+            code = _BY_STATUS.get(resp.status_code)
+            if code == "AccessDenied":
+                return error(code, reason=f"HTTP {resp.status_code}")
+            if code == "CatalogUnavailable":
+                return error(code, reason=f"HTTP {resp.status_code}")
+            if code is not None:
+                return error(code)
             return error("VaultProtocolError", detail=f"HTTP {resp.status_code} without a safehold error",
                          url=self.url)
 
@@ -171,7 +207,7 @@ class VaultHttp:
                 if resp.status_code in ok:
                     return resp
                 err = self._answer_error(resp)
-                if not (retry and (resp.status_code in RETRY_STATUSES or err.spec.retryable)) or \
+                if not (retry and (resp.status_code in RETRY_STATUSES or err.spec.code in RETRY_CODES)) or \
                         attempt + 1 >= MAX_ATTEMPTS:
                     raise err
             self._sleep(attempt)
@@ -256,7 +292,9 @@ class RemoteVault(VaultHttp):
 
     def forget_chunks(self, machine_id: MachineId, ids: Iterable[ChunkId]) -> int:
         body = wire.join_ids(list(ids))
-        return int(self.post(f"{self._m(machine_id)}/forget", content=lambda: body).json()["removed"])
+        # not resent: a second try after a lost answer would report 0 removed
+        return int(self.post(f"{self._m(machine_id)}/forget", content=lambda: body, retry=False)
+                   .json()["removed"])
 
     def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]:
         return [wire.rp_from_json(d) for d in self.get(f"{self._m(machine_id)}/recovery-points").json()]

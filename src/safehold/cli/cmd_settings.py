@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -56,7 +57,8 @@ def command(obj: dict[str, str | None], proxy: str | None, proxy_user: str | Non
     if changed:
         agent_settings.save(home, s)
     agent_settings.proxy_auth(home, s)  # a user without a password file is reported now, not at backup time
-    env = urllib.request.getproxies_environment().get("https")
+    env_raw = urllib.request.getproxies_environment().get("https")
+    env = _shown(env_raw) if env_raw else None
     effective = s.proxy or (None if s.no_proxy else env)
     if as_json:
         emit_json({"proxy": s.proxy, "proxy_user": s.proxy_user, "no_proxy": s.no_proxy,
@@ -70,3 +72,11 @@ def command(obj: dict[str, str | None], proxy: str | None, proxy_user: str | Non
         click.echo(f"Proxy user:   {s.proxy_user} (password in {home.proxy_password_file})")
     if env and not s.proxy and not s.no_proxy and os.environ.get("NO_PROXY", os.environ.get("no_proxy")):
         click.echo(f"NO_PROXY:     {os.environ.get('NO_PROXY', os.environ.get('no_proxy'))}")
+
+
+def _shown(url: str) -> str:
+    """A proxy URL without the user and password an environment variable may carry."""
+    parts = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+    if parts.username or parts.password:
+        return f"{parts.scheme}://***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+    return url

@@ -191,6 +191,20 @@ def settings(vault: str, max_machines: int | None, url: str | None, admin_token_
         click.echo(f"  {m['machine_id'][:8]}  {m['hostname']}  registered {human_time(m['registered_ns'])}")
 
 
+@command.command("admin-token")
+@click.argument("path", type=click.Path(file_okay=False, exists=True))
+@click.option("--json", "as_json", is_flag=True)
+def admin_token(path: str, as_json: bool) -> None:
+    """Replace the admin token of the vault in folder PATH; the old one stops working at once."""
+    folder = _folder(path)
+    svc = open_vault(folder)
+    write_private(folder / ADMIN_TOKEN, (svc.new_admin_token() + "\n").encode())
+    if as_json:
+        emit_json({"admin_token_file": str((folder / ADMIN_TOKEN).absolute())})
+    else:
+        click.echo(f"New admin token in {(folder / ADMIN_TOKEN).absolute()} (mode 0600); the old one no longer works.")
+
+
 def _folder(vault: str) -> Path:
     if "://" in vault:
         raise_error("InvalidArgument", what="VAULT is a folder or an https:// URL")

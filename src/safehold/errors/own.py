@@ -209,7 +209,7 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                  "update the older side.",
                  "If a proxy or load balancer sits in front of the vault, let it pass requests and answers unchanged "
                  "(bodies up to 256 MiB, no buffering limits below that)."),
-        http_status=502, retryable=True,
+        http_status=502,
     ),
     ErrorSpec(
         700502, "ServerStartFailed", "The vault server could not start: {reason}.",

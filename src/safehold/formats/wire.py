@@ -5,6 +5,7 @@ commits and recovery points. Shared by the vault server and the agent's client; 
 from __future__ import annotations
 
 import base64
+import math
 import struct
 from dataclasses import asdict, fields
 from typing import Any
@@ -29,6 +30,7 @@ PACK_MEDIA_TYPE = "application/x-safehold-pack"
 MSGPACK_MEDIA_TYPE = "application/msgpack"
 MAX_PACK_BODY = 256 * 1024 * 1024
 MAX_IDS_BODY = 64 * 1024 * 1024
+MAX_PACK_ENTRIES = 65_536  # agents close a pack at this many chunks, whatever its size
 HOSTNAME_HEADER = "Safehold-Hostname"
 
 _ENTRY = struct.Struct("<32sBQI")
@@ -53,8 +55,8 @@ def pack_upload_header(entries: list[PackEntry]) -> bytes:
 def header_size(prefix: bytes) -> int:
     """Total header length, read from its first 4 bytes."""
     count: int = _COUNT.unpack_from(prefix)[0]
-    if count > MAX_PACK_BODY // ENTRY_SIZE:
-        _bad("a pack upload lists more entries than a pack can hold")
+    if count > MAX_PACK_ENTRIES:
+        _bad(f"a pack upload lists more than {MAX_PACK_ENTRIES} entries")
     return _COUNT.size + count * ENTRY_SIZE
 
 
@@ -108,7 +110,8 @@ def decode_commit(data: bytes) -> tuple[ChunkId, JobStatus, BackupStats, list[Ch
     try:
         c = msgspec.msgpack.decode(data, type=Commit)
         status = JobStatus(c.status)
-        if len(c.root) != 32 or not set(c.stats) <= _STATS_FIELDS:
+        if len(c.root) != 32 or not set(c.stats) <= _STATS_FIELDS or \
+                not all(math.isfinite(v) and v >= 0 for v in c.stats.values()):
             raise ValueError("bad root or statistics")
         stats = BackupStats(**c.stats)  # type: ignore[arg-type]
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:

@@ -7,6 +7,8 @@ hand everything else to the service. Not the process that serves them: `cli/cmd_
 
 import base64
 import binascii
+import logging
+import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -16,6 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from safehold import __version__
 from safehold.errors import SafeholdError, error, raise_error
@@ -24,7 +27,9 @@ from safehold.formats.credentials import VaultCredentials
 from safehold.model import MachineId, MachineInfo, PackId
 from safehold.vault.service import VaultService
 
+log = logging.getLogger("safehold.vault")
 OCTETS = "application/octet-stream"
+JSON_LIMIT = 64 * 1024
 STREAM_BATCH = 64 * 1024
 
 
@@ -114,26 +119,16 @@ def _bearer(authorization: str | None) -> str:
 
 
 async def _read_body(request: Request, limit: int) -> bytearray:
-    """The body as it streams in, into one buffer sized by Content-Length when the client gave it."""
+    """The body as it streams in; refused at once when its declared length is over `limit`, and as soon as it
+    grows past it. The buffer grows with what arrives, so a declared length alone reserves no memory."""
     declared = request.headers.get("content-length")
-    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+    if declared is not None and (not declared.isascii() or not declared.isdigit() or int(declared) > limit):
         raise_error("InvalidArgument", what=f"the request body is larger than {limit} bytes")
-    if declared is None:
-        grown = bytearray()
-        async for part in request.stream():
-            grown += part
-            if len(grown) > limit:
-                raise_error("InvalidArgument", what=f"the request body is larger than {limit} bytes")
-        return grown
-    body = bytearray(int(declared))
-    view, filled = memoryview(body), 0
+    body = bytearray()
     async for part in request.stream():
-        if filled + len(part) > len(body):
-            raise_error("InvalidArgument", what="the request body is longer than its Content-Length")
-        view[filled:filled + len(part)] = part
-        filled += len(part)
-    if filled != len(body):
-        raise_error("InvalidArgument", what="the request body is shorter than its Content-Length")
+        body += part
+        if len(body) > limit:
+            raise_error("InvalidArgument", what=f"the request body is larger than {limit} bytes")
     return body
 
 
@@ -157,6 +152,7 @@ def _pack_id(pack_id: str) -> PackId:
 def create_app(svc: VaultService) -> FastAPI:
     app = FastAPI(title="safehold vault", version=__version__, summary="The safehold vault protocol v1",
                   description="See docs/protocol.md. Bodies marked binary use the layouts documented there.")
+    app.add_middleware(BodyLimit)
 
     @app.exception_handler(SafeholdError)
     async def safehold_error(_request: Request, exc: SafeholdError) -> JSONResponse:
@@ -164,8 +160,15 @@ def create_app(svc: VaultService) -> FastAPI:
 
     @app.exception_handler(sa.exc.OperationalError)
     async def catalog_down(_request: Request, exc: sa.exc.OperationalError) -> JSONResponse:
-        err = error("CatalogUnavailable", reason=str(exc.orig).splitlines()[0] if exc.orig else "connection lost")
+        log.warning("catalog unavailable: %s", exc.orig)  # the details stay on the server
+        err = error("CatalogUnavailable", reason="the vault server lost its connection to the database")
         return JSONResponse({"error": err.to_dict()}, status_code=503)
+
+    @app.exception_handler(sa.exc.DBAPIError)
+    async def catalog_refused(_request: Request, exc: sa.exc.DBAPIError) -> JSONResponse:
+        log.warning("catalog refused a request: %s", exc.orig)
+        err = error("InvalidArgument", what="the catalog refused a value of this request")
+        return JSONResponse({"error": err.to_dict()}, status_code=400)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -176,7 +179,10 @@ def create_app(svc: VaultService) -> FastAPI:
 
     def machine(machine_id: str, authorization: Annotated[str | None, Header()] = None,
                 safehold_hostname: Annotated[str | None, Header()] = None) -> MachineId:
-        owner = svc.authenticate(_bearer(authorization), safehold_hostname)
+        token = _bearer(authorization)
+        if not safehold_hostname:
+            raise_error("InvalidArgument", what=f"the {wire.HOSTNAME_HEADER} header is missing")
+        owner = svc.authenticate(token, safehold_hostname)
         if owner != machine_id:
             raise_error("AccessDenied", reason="a machine's token opens only its own data")
         return owner
@@ -219,7 +225,7 @@ def create_app(svc: VaultService) -> FastAPI:
 
     @app.delete(f"{m}/sessions/{{session}}", status_code=204, tags=["machine"], response_class=Response)
     def abort_session(mid: Machine, session: str) -> Response:
-        svc.abort_session(mid, session)
+        svc.abort_session(mid, _id(session, "session"))
         return Response(status_code=204)
 
     @app.head(f"{m}/packs/{{pack_id}}", tags=["machine"], response_class=Response)
@@ -240,7 +246,7 @@ def create_app(svc: VaultService) -> FastAPI:
         if size > len(body):
             raise_error("InvalidArgument", what="the pack upload header is cut short")
         entries = wire.parse_entries(bytes(body[:size]))
-        await run_in_threadpool(svc.put_pack, mid, session, pid, memoryview(body)[size:], entries)
+        await run_in_threadpool(svc.put_pack, mid, _id(session, "session"), pid, memoryview(body)[size:], entries)
         return Response(status_code=204)
 
     @app.get(f"{m}/packs", response_model=list[PackOut], tags=["machine"])
@@ -264,7 +270,7 @@ def create_app(svc: VaultService) -> FastAPI:
     async def commit(mid: Machine, session: str, request: Request) -> dict[str, Any]:
         body = await _read_body(request, wire.MAX_IDS_BODY + 1024 * 1024)
         root, status, stats, refs, sealed = wire.decode_commit(bytes(body))
-        rp = await run_in_threadpool(svc.commit, mid, session, root, status, stats, refs, sealed)
+        rp = await run_in_threadpool(svc.commit, mid, _id(session, "session"), root, status, stats, refs, sealed)
         return wire.rp_to_json(rp)
 
     @app.get(f"{m}/recovery-points", response_model=list[RecoveryPointOut], tags=["machine"])
@@ -274,7 +280,7 @@ def create_app(svc: VaultService) -> FastAPI:
     @app.get(f"{m}/recovery-points/{{rp_id}}/refs", tags=["machine"], response_class=Response,
              responses=_binary_answer("32-byte chunk ids"))
     def refs(mid: Machine, rp_id: str) -> Response:
-        return Response(wire.join_ids(svc.refs(mid, rp_id)), media_type=OCTETS)
+        return Response(wire.join_ids(svc.refs(mid, _id(rp_id, "recovery point"))), media_type=OCTETS)
 
     @app.post(f"{m}/locate", tags=["machine"], response_class=Response,
               openapi_extra=_binary_body(OCTETS, "32-byte chunk ids"),
@@ -331,9 +337,56 @@ def _settings(svc: VaultService) -> dict[str, Any]:
             "tls_fingerprint": svc.tls_fingerprint, "machines": len(svc.machines())}
 
 
+_RANGE = re.compile(r"bytes=([0-9]{1,15})-([0-9]{1,15})")
+
+
 def _parse_range(value: str) -> tuple[int, int]:
-    unit, _, spec = value.partition("=")
-    start, _, end = spec.partition("-")
-    if unit.strip() != "bytes" or not start.isdigit() or not end.isdigit() or int(end) < int(start):
-        raise_error("InvalidArgument", what="only one closed byte range (bytes=a-b) is supported")
-    return int(start), int(end)
+    m = _RANGE.fullmatch(value.strip())
+    if m is None or int(m.group(2)) < int(m.group(1)) or int(m.group(2)) - int(m.group(1)) >= wire.MAX_PACK_BODY:
+        raise_error("InvalidArgument", what="only one closed byte range (bytes=a-b, at most 256 MiB) is supported")
+    return int(m.group(1)), int(m.group(2))
+
+
+def _id(value: str, what: str) -> str:
+    """Session and recovery point ids are 32 lowercase hex digits."""
+    if _HEX32.fullmatch(value) is None:
+        raise_error("InvalidArgument", what=f"{what} is not a valid id")
+    return value
+
+
+_HEX32 = re.compile(r"[0-9a-f]{32}")
+
+
+class BodyLimit:
+    """Refuses oversized bodies on the JSON routes before FastAPI reads them, which it does before it checks
+    who is asking (registration and admin routes); the binary routes limit their own bodies after auth."""
+
+    def __init__(self, app: ASGIApp, limit: int = JSON_LIMIT) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if not (path == f"{wire.API}/registrations" or path.startswith(f"{wire.API}/admin")):
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise error("InvalidArgument", what=f"the request body is larger than {self.limit} bytes")
+            return message
+
+        await self.app(scope, limited, send)
+
+    async def _refuse(self, scope: Scope, receive: Receive, send: Send) -> None:
+        err = error("InvalidArgument", what=f"the request body is larger than {self.limit} bytes")
+        await JSONResponse({"error": err.to_dict()}, status_code=413)(scope, receive, send)

@@ -277,6 +277,7 @@ class VaultService:
             raise_error("InvalidArgument", what="key_verifier must be 64 lowercase hex digits")
         token = MACHINE_TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.eng.begin() as c:
+            t.lock(c)  # the machine count and the file's state hold until this registration commits
             row = c.execute(sa.select(t.credentials).where(
                 t.credentials.c.credential_id == creds.credential_id)).one_or_none()
             if row is None or not secrets.compare_digest(row.secret_digest, credfmt.secret_digest(creds.secret)):
@@ -290,12 +291,14 @@ class VaultService:
                 raise_error("VaultCredentialsInvalid", reason="the file has expired")
             existing = c.execute(sa.select(t.machines.c.machine_id, t.machines.c.key_verifier).where(
                 t.machines.c.machine_id == machine.machine_id)).one_or_none()
-            if existing is not None and existing.key_verifier is not None and (
-                    key_proof is None or not secrets.compare_digest(
+            if existing is not None and (
+                    key_proof is None or existing.key_verifier is None or not secrets.compare_digest(
                         hashlib.sha256(key_proof).hexdigest(), existing.key_verifier)):
                 raise_error("WrongPassphrase",
                             detail="this machine is registered already; re-registering it needs the passphrase "
-                                   "first used")
+                                   "first used" if existing.key_verifier is not None else
+                                   "this machine was registered before key proofs existed; register it as a new "
+                                   "machine")
             limit = c.execute(sa.select(t.vault.c.max_machines)).scalar_one()
             count = c.execute(sa.select(sa.func.count()).select_from(t.machines)).scalar_one()
             if existing is None and count >= limit:
@@ -308,8 +311,13 @@ class VaultService:
             else:
                 c.execute(sa.update(t.machines).where(t.machines.c.machine_id == machine.machine_id)
                           .values(**values))
-            c.execute(sa.update(t.credentials).where(t.credentials.c.credential_id == creds.credential_id)
-                      .values(state="used", used_by=machine.machine_id))
+            # Only one registration may consume the file, even when two arrive at once on two vault servers.
+            taken = c.execute(sa.update(t.credentials).where(t.credentials.c.credential_id == creds.credential_id,
+                                                             t.credentials.c.state == "active")
+                              .values(state="used", used_by=machine.machine_id),
+                              execution_options={"preserve_rowcount": True}).rowcount
+            if taken != 1:
+                raise_error("VaultCredentialsInvalid", reason="this file was already used to register")
         return token
 
     def wrapped_key(self, machine_id: MachineId) -> bytes:
@@ -386,7 +394,8 @@ class VaultService:
                 done = self._committed(c, machine_id, session)  # committed meanwhile, by another request
                 if done is None:
                     raise_error("InvalidArgument", what="the backup session belongs to another machine")
-            c.execute(sa.delete(t.sessions).where(t.sessions.c.session_id == session))
+            c.execute(sa.delete(t.sessions).where(t.sessions.c.session_id == session,
+                                                  t.sessions.c.machine_id == machine_id))
         return done or rp
 
     @staticmethod
@@ -476,14 +485,14 @@ class VaultService:
 
     # ---- tokens and identity (the vault server's authorization) --------------------------------------
 
-    def authenticate(self, token: str, hostname: str | None) -> MachineId:
+    def authenticate(self, token: str, hostname: str) -> MachineId:
         """The machine a token belongs to; 230006 when the host name differs from the registered one."""
         with self.eng.connect() as c:
             row = c.execute(sa.select(t.machines.c.machine_id, t.machines.c.hostname).where(
                 t.machines.c.token_digest == _digest(token))).one_or_none()
         if row is None:
             raise_error("TokenInvalid")
-        if hostname is not None and hostname != row.hostname:
+        if hostname != row.hostname:
             raise_error("ServerRenamed", detail=f"registered as {row.hostname!r}, this machine is now {hostname!r}")
         return MachineId(row.machine_id)
 
