@@ -201,10 +201,10 @@ def test_a_renamed_host_is_refused_with_230006(served: Served) -> None:
 def test_a_certificate_other_than_the_pinned_one_is_refused(served: Served, tmp_path: Path) -> None:
     wrong = "sha256:" + "0" * 64
     with RemoteVault(served.server.url, wrong, token=served.a.token, hostname="alpha", retry_base=0) as pinned:
-        err = _refused(lambda: pinned.recovery_points(served.a.id), "VaultUnreachable")
-    assert err.variant == "tls"
+        err = _refused(lambda: pinned.recovery_points(served.a.id), "VaultCertificateUntrusted")
+    assert err.spec.id == 34638
     assert served.server.fingerprint in err.text and wrong in err.text
-    assert any("certificate" in a for a in err.actions)
+    assert any("register again" in a for a in err.actions)
 
 
 def test_an_unreachable_vault_gives_100050_with_the_checks(tmp_path: Path) -> None:

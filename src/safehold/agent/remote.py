@@ -7,6 +7,7 @@ with backoff, and turns every failure into the catalog error the embedded vault 
 from __future__ import annotations
 
 import base64
+import email.utils
 import hashlib
 import os
 import random
@@ -147,7 +148,7 @@ class VaultHttp:
     def _transport_error(self, exc: httpx.TransportError) -> SafeholdError:
         for inner in _chain(exc):
             if isinstance(inner, PinMismatch):
-                return error("VaultUnreachable", detail=str(inner), variant="tls", url=self.url)
+                return error("VaultCertificateUntrusted", detail=str(inner))
         text = str(exc) or type(exc).__name__
         if isinstance(exc, httpx.ProxyError):
             # 407 asks for credentials; tinyproxy answers wrong ones with 401 on the CONNECT
@@ -201,7 +202,8 @@ class VaultHttp:
                 resp = self._http.request(method, path, content=content() if content else None, **kw)
             except httpx.TransportError as exc:
                 err = self._transport_error(exc)
-                if not retry or err.variant in ("tls", "proxy-auth") or attempt + 1 >= MAX_ATTEMPTS:
+                if not retry or err.spec.code == "VaultCertificateUntrusted" or err.variant == "proxy-auth" or \
+                        attempt + 1 >= MAX_ATTEMPTS:
                     raise err from exc
             else:
                 if resp.status_code in ok:
@@ -234,8 +236,18 @@ class RemoteVault(VaultHttp):
         return f"{wire.API}/machines/{machine_id}"
 
     def info(self) -> VaultInfo:
-        doc = self.get(f"{wire.API}/info").json()
-        return VaultInfo(VaultId(doc["vault_id"]), doc["name"], doc["version"], int(doc["max_machines"]))
+        return self.probe()[0]
+
+    def probe(self) -> tuple[VaultInfo, float | None]:
+        """The vault's info and its clock (the answer's Date header, seconds since the epoch)."""
+        resp = self.get(f"{wire.API}/info", retry=False)
+        doc = resp.json()
+        info = VaultInfo(VaultId(doc["vault_id"]), doc["name"], doc["version"], int(doc["max_machines"]))
+        try:
+            when = email.utils.parsedate_to_datetime(resp.headers["date"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            when = None
+        return info, when
 
     def register(self, creds: VaultCredentials, machine: MachineInfo, wrapped_key: bytes, key_verifier: str,
                  key_proof: bytes | None) -> str:

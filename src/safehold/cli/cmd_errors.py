@@ -7,6 +7,7 @@ import click
 from safehold import errors
 from safehold.cli.render import emit_json
 from safehold.errors import raise_error
+from safehold.i18n import _
 
 
 class _Named(dict[str, str]):
@@ -32,7 +33,7 @@ def command(ident: str | None, as_json: bool) -> None:
             emit_json({"errors": [{"id": e.id_text, "code": e.code, "message": e.message} for e in errors.ALL]})
             return
         for e in sorted(errors.ALL, key=lambda e: (e.kind, e.id)):
-            click.echo(f"{e.id_text:>12}  {e.code:<40} {_shown(e.message)}")
+            click.echo(f"{e.id_text:>12}  {e.code:<40} {_shown(_(e.message))}")
         return
     found = errors.lookup(ident)
     if found is None:
@@ -42,16 +43,16 @@ def command(ident: str | None, as_json: bool) -> None:
         emit_json({"id": e.id_text, "code": e.code, "message": e.message, "causes": list(e.causes),
                    "actions": list(e.actions), "variants": {name: list(acts) for name, acts in e.variants}})
         return
-    click.echo(f"{e.id_text} {e.code}\n{_shown(e.message)}\n")
+    click.echo(f"{e.id_text} {e.code}\n{_shown(_(e.message))}\n")
     if e.causes:
-        click.echo("Causes:")
+        click.echo(_("Causes:"))
         for c in e.causes:
-            click.echo(f"  - {c}")
+            click.echo(f"  - {_(c)}")
     if e.actions:
-        click.echo("Recommended actions:")
+        click.echo(_("Recommended actions:"))
         for a in e.actions:
-            click.echo(f"  - {a}")
+            click.echo(f"  - {_(a)}")
     for name, actions in e.variants:
-        click.echo(f"Recommended actions ({name}):")
+        click.echo(_("Recommended actions ({situation}):").format(situation=name))
         for a in actions:
-            click.echo(f"  - {a}")
+            click.echo(f"  - {_(a)}")

@@ -11,10 +11,11 @@ import sys
 
 import click
 
-from safehold import __version__
+from safehold import __version__, i18n
 from safehold.cli import (
     cmd_backup,
     cmd_check,
+    cmd_doctor,
     cmd_errors,
     cmd_recovery_points,
     cmd_register,
@@ -32,15 +33,18 @@ from safehold.errors import SafeholdError, error
 @click.option("--home", envvar="SAFEHOLD_HOME", type=click.Path(file_okay=False),
               help="Agent folder (registration, token, passphrase). Default: /var/lib/safehold for root, "
                    "else ~/.local/share/safehold. Env: SAFEHOLD_HOME.")
+@click.option("--lang", type=click.Choice(i18n.LANGUAGES, case_sensitive=False),
+              help="Language of messages. Default: from LC_ALL, LC_MESSAGES or LANG.")
 @click.version_option(__version__, prog_name="safehold")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None) -> None:
+def cli(ctx: click.Context, home: str | None, lang: str | None) -> None:
     """safehold: encrypted, deduplicating backups into a vault you run yourself."""
+    i18n.use(lang)
     ctx.obj = {"home": home}
 
 
 for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_restore, cmd_check, cmd_settings,
-               cmd_errors):
+               cmd_doctor, cmd_errors):
     cli.add_command(module.command)
 cmd_vault.command.add_command(cmd_vault_migrate.command)
 cmd_vault.command.add_command(cmd_vault_serve.command)
@@ -52,6 +56,7 @@ RECURSION_LIMIT = 100_000
 
 def main(argv: list[str] | None = None) -> None:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
+    i18n.use(None)  # the environment's language, until --lang says otherwise
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
     try:
         code = cli.main(args=argv, prog_name="safehold", standalone_mode=False)

@@ -15,6 +15,7 @@ import click
 
 from safehold.agent.events import Event, ItemFailed, Notice, Progress
 from safehold.errors import SafeholdError, spec
+from safehold.i18n import _
 
 
 def human_bytes(n: float) -> str:
@@ -81,17 +82,27 @@ class EventRenderer:
             self._line = False
 
 
+def _format(text: str, params: dict[str, Any]) -> str:
+    try:
+        return text.format(**params)
+    except (KeyError, IndexError, ValueError):
+        return text
+
+
+def error_text(err: SafeholdError) -> str:
+    """The error's message in the language in use, with this occurrence's facts."""
+    text = _format(_(err.spec.message), err.params)
+    return f"{text} ({err.detail})" if err.detail else text
+
+
 def render_error(err: SafeholdError, as_json: bool) -> None:
-    if as_json:
+    if as_json:  # machine output stays in English; ids and codes are what scripts match on
         emit_json({"event": "error", "error": err.to_dict()})
         return
-    click.echo(f"error {err.spec.id_text} ({err.spec.code}): {err.text}", err=True)
+    click.echo(_("error {id} ({code}): {message}").format(id=err.spec.id_text, code=err.spec.code,
+                                                        message=error_text(err)), err=True)
     if err.actions:
-        click.echo("Recommended actions:", err=True)
+        click.echo(_("Recommended actions:"), err=True)
         for action in err.actions:
-            try:
-                text = action.format(**err.params)
-            except (KeyError, IndexError, ValueError):
-                text = action
-            click.echo(f"  - {text}", err=True)
-    click.echo(f"Details: safehold errors {err.spec.id_text}", err=True)
+            click.echo(f"  - {_format(_(action), err.params)}", err=True)
+    click.echo(_("Details: safehold errors {id}").format(id=err.spec.id_text), err=True)

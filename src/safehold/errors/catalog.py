@@ -191,13 +191,6 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                 "If this network reaches the vault directly, remove the proxy with `safehold settings --no-proxy`.",
                 "Ask the proxy's owners to allow CONNECT to the vault's host and port.",
                 "Run `safehold doctor` to see which step fails.")),
-            ("tls", (
-                "The vault presented another certificate than the one pinned at registration. If the vault's "
-                "certificate was replaced on purpose, register again with a new credentials file, which carries the "
-                "new fingerprint.",
-                "Otherwise something between this machine and the vault intercepts HTTPS (a TLS-inspecting proxy or "
-                "firewall): exempt the vault's host from inspection.",
-                "Run `safehold doctor` to see the fingerprint expected and the one presented.")),
         ),
     ),
     # --- Credentials file from another vault

@@ -15,8 +15,12 @@ LANGUAGES = ("en", "sv", "ru", "zh_CN", "zh_TW", "cs")
 _ALIASES = {"zh": "zh_CN", "zh_SG": "zh_CN", "zh_HANS": "zh_CN", "zh_HK": "zh_TW", "zh_MO": "zh_TW",
             "zh_HANT": "zh_TW"}
 
-_current: gettext.NullTranslations = gettext.NullTranslations()
-_language = "en"
+class _State:
+    translations: gettext.NullTranslations = gettext.NullTranslations()
+    language = "en"
+
+
+_state = _State()
 
 
 def resolve(value: str | None) -> str:
@@ -48,26 +52,23 @@ def from_environment() -> str:
 
 def use(language: str | None = None) -> str:
     """Switch to `language` (or the environment's); returns the language in use."""
-    global _current, _language
     lang = resolve(language) if language else from_environment()
-    if lang == "en":
-        _current, _language = gettext.NullTranslations(), "en"
-        return _language
-    _current = gettext.translation(DOMAIN, LOCALE_DIR, languages=[lang], fallback=True)
-    _language = lang
+    _state.translations = gettext.NullTranslations() if lang == "en" else \
+        gettext.translation(DOMAIN, LOCALE_DIR, languages=[lang], fallback=True)
+    _state.language = lang
     return lang
 
 
 def language() -> str:
-    return _language
+    return _state.language
 
 
 def _(message: str) -> str:
     """The translation of `message` in the language in use (the message itself in English)."""
-    return _current.gettext(message) if message else message
+    return _state.translations.gettext(message) if message else message
 
 
-def N_(message: str) -> str:  # noqa: N802 - the gettext convention for "mark for extraction only"
+def N_(message: str) -> str:
     return message
 
 
