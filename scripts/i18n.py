@@ -38,7 +38,14 @@ def template() -> Catalog:
             str(PACKAGE), keywords={"_": None, "N_": None}, comment_tags=("TRANSLATORS:",)):
         if isinstance(message, str) and message:
             cat.add(message, locations=[(f"safehold/{filename}", lineno)], auto_comments=comments)
+    _plain(cat)
     return cat
+
+
+def _plain(cat: Catalog) -> None:
+    """Our messages use str.format placeholders, never %: Babel guesses python-format from a "5-10 % of"."""
+    for message in cat:
+        message.flags.discard("python-format")
 
 
 def po_path(lang: str) -> Path:
@@ -63,6 +70,7 @@ def update() -> None:
             path.parent.mkdir(parents=True, exist_ok=True)
             cat = Catalog(locale=lang, domain=DOMAIN, project="safehold", fuzzy=False)
             cat.update(tmpl, no_fuzzy_matching=True)
+        _plain(cat)
         buf = io.BytesIO()
         write_po(buf, cat, sort_output=True, include_lineno=False, ignore_obsolete=True)
         path.write_bytes(buf.getvalue())

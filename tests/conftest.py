@@ -50,7 +50,8 @@ class Cli:
 
     def __call__(self, *args: str | os.PathLike[str], env: dict[str, str] | None = None,
                  prefix: tuple[str, ...] = ()) -> Result:
-        full_env = {**os.environ, "SAFEHOLD_HOME": str(self.home), **(env or {})}
+        # English unless a test asks for another language
+        full_env = {**os.environ, "LC_ALL": "C.UTF-8", "SAFEHOLD_HOME": str(self.home), **(env or {})}
         full_env.pop("SAFEHOLD_PASSPHRASE_FILE", None)
         p = subprocess.run([*prefix, sys.executable, "-m", "safehold.cli.main", *map(str, args)], env=full_env,
                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)

@@ -224,10 +224,10 @@ class Doctor:
         protected = self._latest.stats.bytes_scanned if self._latest else 0
         params = {"free": _size(free), "protected": _size(protected), "path": str(cache)}
         if free < MIN_FREE or free < protected * 5 // 100:
-            yield Finding("space", FAILED, N_("{free} free for the cache folder; back up {protected} needs 5-10 %."),
+            yield Finding("space", FAILED, N_("{free} free for the cache folder; backing up {protected} needs 5 to 10 percent of it."),
                           params, error("SalLowDiskSpace", detail=f"{_size(free)} free on {cache}"))
         elif free < protected * 10 // 100:
-            yield Finding("space", WARNING, N_("{free} free for the cache folder; back up {protected} needs 5-10 %."),
+            yield Finding("space", WARNING, N_("{free} free for the cache folder; backing up {protected} needs 5 to 10 percent of it."),
                           params, error("SalLowDiskSpace", detail=f"{_size(free)} free on {cache}"))
         else:
             yield Finding("space", OK, N_("{free} free for the cache folder ({protected} protected)."), params)

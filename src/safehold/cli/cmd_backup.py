@@ -12,6 +12,7 @@ from safehold.agent.joblog import write_failed_files
 from safehold.agent.registration import local_hostname
 from safehold.cli.context import load_agent, vault_folder
 from safehold.cli.render import EventRenderer, emit_json, human_bytes
+from safehold.i18n import _
 from safehold.model import JobStatus
 
 EXIT_WARNINGS = 3
@@ -61,10 +62,12 @@ def command(obj: dict[str, str | None], paths: tuple[str, ...], exclude: tuple[s
                    "bytes_new_stored": s.bytes_new_stored, "failed_files": s.failed_files,
                    "failed_files_list": str(failed_list) if failed_list else None, "duration_s": s.duration_s})
     else:
-        click.echo(f"Recovery point {rp.rp_id[:8]} created: {s.files} files, {s.dirs} folders, {s.other} other, "
-                   f"{human_bytes(s.bytes_scanned)} scanned, {human_bytes(s.bytes_read)} read, "
-                   f"{human_bytes(s.bytes_new_stored)} new in the vault, {s.duration_s:.1f} s.")
+        click.echo(_("Recovery point {rp} created: {files} files, {dirs} folders, {other} other, {scanned} scanned, "
+                     "{read} read, {new} new in the vault, {seconds} s.").format(
+            rp=rp.rp_id[:8], files=s.files, dirs=s.dirs, other=s.other, scanned=human_bytes(s.bytes_scanned),
+            read=human_bytes(s.bytes_read), new=human_bytes(s.bytes_new_stored), seconds=f"{s.duration_s:.1f}"))
         if failed_list:
-            click.echo(f"Completed with warnings: {s.failed_files} item(s) skipped; list in {failed_list}")
+            click.echo(_("Completed with warnings: {count} item(s) skipped; list in {path}").format(
+                count=s.failed_files, path=failed_list))
     if rp.status == JobStatus.WARNINGS:
         raise SystemExit(EXIT_WARNINGS)

@@ -10,6 +10,7 @@ from safehold.cli.context import load_agent
 from safehold.cli.render import EventRenderer, emit_json
 from safehold.errors import raise_error
 from safehold.formats.chunks import Sealer
+from safehold.i18n import _
 
 
 @click.command("check")
@@ -36,15 +37,20 @@ def command(obj: dict[str, str | None], read_data: bool, repair: bool, passphras
                    "problems": problems})
     else:
         for note in report.notes:
-            click.echo(f"note: {note}")
+            click.echo(_("note: {text}").format(text=note))
         for p in report.problems:
-            affected = ", ".join(r[:8] for r in p.recovery_points) or "none"
-            click.echo(f"problem: {p.what}; affects recovery points: {affected}")
-        click.echo(f"Checked {report.recovery_points} recovery points, {report.trees} trees"
-                   + (f", {report.packs_read} packs, {report.chunks_verified} chunks" if read_data else "")
-                   + f": {len(report.problems)} problem(s).")
+            affected = ", ".join(r[:8] for r in p.recovery_points) or _("none")
+            click.echo(_("problem: {what}; affects recovery points: {affected}").format(what=p.what, affected=affected))
+        if read_data:
+            click.echo(_("Checked {rps} recovery points, {trees} trees, {packs} packs, {chunks} chunks: "
+                         "{problems} problem(s).").format(rps=report.recovery_points, trees=report.trees,
+                                                           packs=report.packs_read, chunks=report.chunks_verified,
+                                                           problems=len(report.problems)))
+        else:
+            click.echo(_("Checked {rps} recovery points, {trees} trees: {problems} problem(s).").format(
+                rps=report.recovery_points, trees=report.trees, problems=len(report.problems)))
         if report.chunks_forgotten:
-            click.echo(f"{report.chunks_forgotten} damaged chunk(s) dropped from the index: back up again to "
-                       "store their data anew; recovery points that use them heal when it is.")
+            click.echo(_("{count} damaged chunk(s) dropped from the index: back up again to store their data anew; "
+                         "recovery points that use them heal when it is.").format(count=report.chunks_forgotten))
     if report.problems:
         raise_error("CheckFailed", count=len(report.problems))

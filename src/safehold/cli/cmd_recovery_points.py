@@ -9,6 +9,7 @@ from safehold.cli.context import load_agent
 from safehold.cli.render import emit_json, human_bytes, human_time, path_text
 from safehold.errors import SafeholdError
 from safehold.formats.chunks import Sealer
+from safehold.i18n import _
 
 
 @click.command("recovery-points")
@@ -36,9 +37,9 @@ def command(obj: dict[str, str | None], passphrase_file: str | None, as_json: bo
             for rp, host, paths in rows]})
         return
     if not rows:
-        click.echo("No recovery points yet. Create one with `safehold backup PATH`.")
+        click.echo(_("No recovery points yet. Create one with `safehold backup PATH`."))
         return
-    click.echo(f"{'ID':<10}{'Time':<21}{'Status':<23}{'Files':>8}{'Size':>12}  Paths")
+    click.echo(f"{_('ID'):<10}{_('Time'):<21}{_('Status'):<23}{_('Files'):>8}{_('Size'):>12}  {_('Paths')}")
     for rp, _host, paths in rows:
         click.echo(f"{rp.rp_id[:8]:<10}{human_time(rp.created_ns):<21}{rp.status!s:<23}{rp.stats.files:>8}"
                    f"{human_bytes(rp.stats.bytes_scanned):>12}  {', '.join(paths)}")

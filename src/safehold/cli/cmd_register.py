@@ -13,6 +13,7 @@ from safehold.cli.context import connect_for_registration, prompt_passphrase, re
 from safehold.cli.render import emit_json
 from safehold.errors import raise_error
 from safehold.formats.keys import check_passphrase, generate_passphrase
+from safehold.i18n import _
 
 
 @click.command("register")
@@ -55,8 +56,9 @@ def command(obj: dict[str, str | None], creds: str, passphrase_file: str | None,
         emit_json({"machine_id": reg.machine_id, "vault_id": reg.vault_id, "vault": reg.vault_name,
                    "hostname": reg.hostname, "cache_folder": reg.cache_folder})
         return
-    click.echo(f"Registered {reg.hostname} (machine {reg.machine_id[:8]}) with vault {reg.vault_name}.")
-    click.echo(f"Cache folder: {reg.cache_folder}")
+    click.echo(_("Registered {host} (machine {machine}) with vault {vault}.").format(
+        host=reg.hostname, machine=reg.machine_id[:8], vault=reg.vault_name))
+    click.echo(_("Cache folder: {path}").format(path=reg.cache_folder))
     if generate:
-        click.echo(f"Passphrase written to {generate}. Store a copy somewhere safe off this machine: "
-                   "without it, the backups cannot be restored.")
+        click.echo(_("Passphrase written to {path}. Store a copy somewhere safe off this machine: without it, the "
+                     "backups cannot be restored.").format(path=generate))

@@ -14,6 +14,7 @@ from safehold.cli.context import load_agent, resolve_rp
 from safehold.cli.render import EventRenderer, emit_json, human_bytes
 from safehold.errors import raise_error
 from safehold.formats.chunks import Sealer
+from safehold.i18n import _
 from safehold.model import JobStatus
 
 EXIT_WARNINGS = 3
@@ -51,10 +52,12 @@ def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, .
                    "files": result.files, "dirs": result.dirs, "other": result.other,
                    "bytes_written": result.bytes_written, "failed": len(result.failed)})
     else:
-        click.echo(f"Restored {result.files} files, {result.dirs} folders, {result.other} other items, "
-                   f"{human_bytes(result.bytes_written)} from {rp.rp_id[:8]} into {target}.")
+        click.echo(_("Restored {files} files, {dirs} folders, {other} other items, {size} from {rp} into {target}.")
+                   .format(files=result.files, dirs=result.dirs, other=result.other,
+                           size=human_bytes(result.bytes_written), rp=rp.rp_id[:8], target=target))
         if result.failed:
-            click.echo(f"{len(result.failed)} item(s) could not be restored; see the warnings above.", err=True)
+            click.echo(_("{count} item(s) could not be restored; see the warnings above.").format(
+                count=len(result.failed)), err=True)
     if result.status == JobStatus.FAILED:
         raise SystemExit(1)
     if result.status == JobStatus.WARNINGS:

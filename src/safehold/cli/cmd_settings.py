@@ -14,6 +14,7 @@ from safehold.agent import settings as agent_settings
 from safehold.agent.home import AgentHome, default_home, read_private
 from safehold.cli.render import emit_json
 from safehold.errors import raise_error
+from safehold.i18n import _
 
 
 @click.command("settings")
@@ -65,11 +66,13 @@ def command(obj: dict[str, str | None], proxy: str | None, proxy_user: str | Non
                    "environment_proxy": env, "effective_proxy": effective,
                    "proxy_password_set": home.proxy_password_file.exists()})
         return
-    source = "setting" if s.proxy else "direct (--no-proxy)" if s.no_proxy else \
-        "environment (HTTPS_PROXY)" if env else "none"
-    click.echo(f"Proxy:        {effective or 'none: direct connection'}  [{source}]")
+    source = _("setting") if s.proxy else _("direct (--no-proxy)") if s.no_proxy else \
+        _("environment (HTTPS_PROXY)") if env else _("none")
+    click.echo(_("Proxy:        {proxy}  [{source}]").format(proxy=effective or _("none: direct connection"),
+                                                             source=source))
     if s.proxy_user:
-        click.echo(f"Proxy user:   {s.proxy_user} (password in {home.proxy_password_file})")
+        click.echo(_("Proxy user:   {user} (password in {path})").format(user=s.proxy_user,
+                                                                         path=home.proxy_password_file))
     if env and not s.proxy and not s.no_proxy and os.environ.get("NO_PROXY", os.environ.get("no_proxy")):
         click.echo(f"NO_PROXY:     {os.environ.get('NO_PROXY', os.environ.get('no_proxy'))}")
 

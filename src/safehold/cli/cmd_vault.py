@@ -18,6 +18,7 @@ from safehold.cli.render import emit_json, human_time
 from safehold.errors import raise_error
 from safehold.formats import credentials as credfmt
 from safehold.formats.credentials import DEFAULT_VALID_DAYS, EXTENSION, VaultCredentials
+from safehold.i18n import _
 from safehold.vault import tls
 from safehold.vault.service import DEFAULT_MAX_MACHINES, VaultService
 
@@ -52,8 +53,8 @@ def _report_credentials(creds: VaultCredentials, path: Path, as_json: bool) -> N
         emit_json({"credentials_file": str(path), "vault_id": creds.vault_id, "url": creds.url,
                    "tls_fingerprint": creds.tls_fingerprint, "expires": human_time(creds.expires_ns)})
     else:
-        click.echo(f"Credentials file: {path} (valid until {human_time(creds.expires_ns)}; "
-                   "issuing a newer one revokes it)")
+        click.echo(_("Credentials file: {path} (valid until {until}; issuing a newer one revokes it)").format(
+            path=path, until=human_time(creds.expires_ns)))
 
 
 def _https_url(url: str) -> str:
@@ -129,9 +130,10 @@ def init(path: str, name: str | None, max_machines: int, url: str | None, tls_ce
                    "tls_fingerprint": fp, "admin_token_file": str((folder / ADMIN_TOKEN).absolute()),
                    "credentials_file": str(out), "expires": human_time(creds.expires_ns)})
         return
-    click.echo(f"Vault {svc.name} ({svc.vault_id}) created in {folder.absolute()}")
-    click.echo(f"TLS certificate fingerprint: {fp}")
-    click.echo(f"Admin token: {(folder / ADMIN_TOKEN).absolute()} (mode 0600)")
+    click.echo(_("Vault {name} ({id}) created in {path}").format(name=svc.name, id=svc.vault_id,
+                                                                 path=folder.absolute()))
+    click.echo(_("TLS certificate fingerprint: {fingerprint}").format(fingerprint=fp))
+    click.echo(_("Admin token: {path} (mode 0600)").format(path=(folder / ADMIN_TOKEN).absolute()))
     _report_credentials(creds, out, False)
 
 
@@ -183,12 +185,14 @@ def settings(vault: str, max_machines: int | None, url: str | None, admin_token_
     if as_json:
         emit_json({**doc, "machines": machines})
         return
-    click.echo(f"Vault:        {doc['name']} ({doc['vault_id']})")
-    click.echo(f"URL:          {doc.get('public_url') or '(embedded: credentials name the folder)'}")
-    click.echo(f"Certificate:  {doc.get('tls_fingerprint') or '-'}")
-    click.echo(f"Machines:     {len(machines)} of at most {doc['max_machines']}")
+    click.echo(_("Vault:        {name} ({id})").format(name=doc["name"], id=doc["vault_id"]))
+    click.echo(_("URL:          {url}").format(url=doc.get("public_url") or
+                                              _("(embedded: credentials name the folder)")))
+    click.echo(_("Certificate:  {fingerprint}").format(fingerprint=doc.get("tls_fingerprint") or "-"))
+    click.echo(_("Machines:     {count} of at most {limit}").format(count=len(machines), limit=doc["max_machines"]))
     for m in machines:
-        click.echo(f"  {m['machine_id'][:8]}  {m['hostname']}  registered {human_time(m['registered_ns'])}")
+        click.echo("  " + _("{machine}  {host}  registered {when}").format(
+            machine=m["machine_id"][:8], host=m["hostname"], when=human_time(m["registered_ns"])))
 
 
 @command.command("admin-token")
@@ -202,7 +206,8 @@ def admin_token(path: str, as_json: bool) -> None:
     if as_json:
         emit_json({"admin_token_file": str((folder / ADMIN_TOKEN).absolute())})
     else:
-        click.echo(f"New admin token in {(folder / ADMIN_TOKEN).absolute()} (mode 0600); the old one no longer works.")
+        click.echo(_("New admin token in {path} (mode 0600); the old one no longer works.").format(
+            path=(folder / ADMIN_TOKEN).absolute()))
 
 
 def _folder(vault: str) -> Path:

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from safehold.cli.render import emit_json
+from safehold.i18n import _
 from safehold.vault.service import VaultService
 
 
@@ -24,6 +25,7 @@ def command(path: str, as_json: bool) -> None:
         emit_json({"vault": str(Path(path).absolute()), "from_revision": before, "to_revision": after,
                    "changed": before != after})
     elif before == after:
-        click.echo(f"Catalog already at revision {after}; nothing to do.")
+        click.echo(_("Catalog already at revision {revision}; nothing to do.").format(revision=after))
     else:
-        click.echo(f"Catalog migrated: {before or 'none (made before schema versions)'} → {after}")
+        click.echo(_("Catalog migrated: {before} → {after}").format(
+            before=before or _("none (made before schema versions)"), after=after))

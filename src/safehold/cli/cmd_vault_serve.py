@@ -17,6 +17,7 @@ import click
 from safehold.cli.cmd_vault import open_vault
 from safehold.cli.render import emit_json
 from safehold.errors import raise_error
+from safehold.i18n import _
 from safehold.vault import tls
 
 
@@ -26,7 +27,8 @@ def _announce(server: Any, as_json: bool, fingerprint: str | None) -> None:
     if as_json:
         emit_json({"event": "listening", "url": url, "tls_fingerprint": fingerprint})
     else:
-        click.echo(f"Serving vault on {url} (certificate {fingerprint}); Ctrl-C stops.")
+        click.echo(_("Serving vault on {url} (certificate {fingerprint}); Ctrl-C stops.").format(
+            url=url, fingerprint=fingerprint))
 
 
 def _listen(value: str) -> tuple[str, int]:

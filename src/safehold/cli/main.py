@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
         render_error(exc, as_json)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+        click.echo(i18n._("Aborted."), err=True)
         sys.exit(130)
     except click.ClickException as exc:
         exc.show()

@@ -15,7 +15,9 @@ import click
 
 from safehold.agent.events import Event, ItemFailed, Notice, Progress
 from safehold.errors import SafeholdError, spec
-from safehold.i18n import _
+from safehold.i18n import N_, _
+
+PHASES = (N_("backup"), N_("check"), N_("restore"))  # progress lines name their job's phase
 
 
 def human_bytes(n: float) -> str:
@@ -55,10 +57,12 @@ class EventRenderer:
                            "rate_bps": round(event.rate), "eta_s": None if event.eta_s is None
                            else round(event.eta_s, 1), "elapsed_s": round(event.elapsed_s, 2)})
             elif self.tty:
-                eta = f", ETA {event.eta_s:.0f} s" if event.eta_s is not None else ""
-                total = f" of {human_bytes(event.bytes_total)}" if event.bytes_total else ""
-                sys.stderr.write(f"\r\x1b[2K{event.phase}: {event.files} items, {human_bytes(event.bytes_done)}"
-                                 f"{total}, {human_bytes(event.rate)}/s{eta}")
+                eta = _(", ETA {seconds} s").format(seconds=f"{event.eta_s:.0f}") if event.eta_s is not None else ""
+                total = _(" of {total}").format(total=human_bytes(event.bytes_total)) if event.bytes_total else ""
+                line = _("{phase}: {items} items, {done}{total}, {rate}/s{eta}").format(
+                    phase=_(event.phase), items=event.files, done=human_bytes(event.bytes_done), total=total,
+                    rate=human_bytes(event.rate), eta=eta)
+                sys.stderr.write(f"\r\x1b[2K{line}")
                 sys.stderr.flush()
                 self._line = True
         elif isinstance(event, ItemFailed):
@@ -68,13 +72,14 @@ class EventRenderer:
                            "code": s.code, "reason": event.reason})
             else:
                 self.end_line()
-                click.echo(f"warning: {path_text(event.path)}: [{s.id_text} {s.code}] {event.reason}", err=True)
+                click.echo(_("warning: {path}: [{id} {code}] {reason}").format(
+                    path=path_text(event.path), id=s.id_text, code=s.code, reason=event.reason), err=True)
         elif isinstance(event, Notice):
             if self.as_json:
                 emit_json({"event": "notice", "code": event.code, "text": event.text})
             else:
                 self.end_line()
-                click.echo(f"note: {event.text}", err=True)
+                click.echo(_("note: {text}").format(text=event.text), err=True)
 
     def end_line(self) -> None:
         if self._line:
