@@ -39,6 +39,7 @@ SKEW_FAIL_S = 300
 SKEW_WARN_S = 60
 TEMP_FILES_LIMIT = 60_000
 MIN_FREE = 64 * 1024 * 1024
+LOW_SPACE = N_("{free} free for the cache folder; backing up {protected} needs 5 to 10 percent of it.")
 SYSTEMD_UNITS = (Path("/etc/systemd/system/safehold-agent.service"), Path("/lib/systemd/system/safehold-agent.service"))
 
 
@@ -68,6 +69,14 @@ class Doctor:
     _latest: RecoveryPoint | None = None
 
     def run(self) -> Iterator[Finding]:
+        try:
+            yield from self._checks()
+        finally:
+            close = getattr(self._vault, "close", None)  # a vault server's connection
+            if callable(close):
+                close()
+
+    def _checks(self) -> Iterator[Finding]:
         yield from self._registration()
         if self._reg is None:
             return
@@ -132,6 +141,9 @@ class Doctor:
             rps = self._vault.recovery_points(MachineId(reg.machine_id))
             self._latest = rps[-1] if rps else None
         except SafeholdError as exc:
+            close = getattr(self._vault, "close", None)
+            if callable(close):
+                close()
             self._vault = None
             yield Finding("vault", FAILED, N_("The vault did not answer as it should."), error=exc)
             return
@@ -224,11 +236,11 @@ class Doctor:
         protected = self._latest.stats.bytes_scanned if self._latest else 0
         params = {"free": _size(free), "protected": _size(protected), "path": str(cache)}
         if free < MIN_FREE or free < protected * 5 // 100:
-            yield Finding("space", FAILED, N_("{free} free for the cache folder; backing up {protected} needs 5 to 10 percent of it."),
-                          params, error("SalLowDiskSpace", detail=f"{_size(free)} free on {cache}"))
+            yield Finding("space", FAILED, LOW_SPACE, params,
+                          error("SalLowDiskSpace", detail=f"{_size(free)} free on {cache}"))
         elif free < protected * 10 // 100:
-            yield Finding("space", WARNING, N_("{free} free for the cache folder; backing up {protected} needs 5 to 10 percent of it."),
-                          params, error("SalLowDiskSpace", detail=f"{_size(free)} free on {cache}"))
+            yield Finding("space", WARNING, LOW_SPACE, params,
+                          error("SalLowDiskSpace", detail=f"{_size(free)} free on {cache}"))
         else:
             yield Finding("space", OK, N_("{free} free for the cache folder ({protected} protected)."), params)
 
