@@ -22,8 +22,10 @@ MARK = {OK: N_("ok"), WARNING: N_("warning"), FAILED: N_("FAILED"), SKIPPED: N_(
 
 
 def _summary(f: Finding) -> str:
+    # `what` names a part ("proxy", "vault") by a marked message: it is translated too; other values are facts
+    params = {k: _(v) if k == "what" and isinstance(v, str) else v for k, v in f.params.items()}
     try:
-        return _(f.summary).format(**f.params)
+        return _(f.summary).format(**params)
     except (KeyError, IndexError, ValueError):
         return _(f.summary)
 
