@@ -106,3 +106,11 @@ def test_locale_names_resolve() -> None:
     assert i18n.resolve("zh_HK") == "zh_TW" and i18n.resolve("zh_SG.GB2312") == "zh_CN"
     assert i18n.resolve("C") == i18n.resolve("POSIX") == i18n.resolve("de_DE") == "en"
     assert i18n.resolve("cs") == "cs"
+
+
+def test_no_message_is_marked_inside_an_f_string() -> None:
+    """Babel cannot see _("...") inside an f-string, so such a message would never be translated."""
+    pattern = re.compile(r"""\{_\(["']""")
+    offenders = [f"{path.relative_to(ROOT)}:{n}" for path in (ROOT / "src").rglob("*.py")
+                 for n, line in enumerate(path.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders, offenders

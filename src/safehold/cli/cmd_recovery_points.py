@@ -9,7 +9,11 @@ from safehold.cli.context import load_agent
 from safehold.cli.render import emit_json, human_bytes, human_time, path_text
 from safehold.errors import SafeholdError
 from safehold.formats.chunks import Sealer
-from safehold.i18n import _
+from safehold.i18n import N_, _
+
+# job states as shown; the values themselves (Completed, CompletedWithWarnings...) stay in --json
+STATUSES = (N_("Running"), N_("Completed"), N_("CompletedWithWarnings"), N_("Failed"), N_("Cancelled"))
+COLUMNS = (N_("ID"), N_("Time"), N_("Status"), N_("Files"), N_("Size"), N_("Paths"))
 
 
 @click.command("recovery-points")
@@ -39,7 +43,8 @@ def command(obj: dict[str, str | None], passphrase_file: str | None, as_json: bo
     if not rows:
         click.echo(_("No recovery points yet. Create one with `safehold backup PATH`."))
         return
-    click.echo(f"{_('ID'):<10}{_('Time'):<21}{_('Status'):<23}{_('Files'):>8}{_('Size'):>12}  {_('Paths')}")
+    ident, when, status, files, size, paths = (_(c) for c in COLUMNS)
+    click.echo(f"{ident:<10}{when:<21}{status:<23}{files:>8}{size:>12}  {paths}")
     for rp, _host, paths in rows:
-        click.echo(f"{rp.rp_id[:8]:<10}{human_time(rp.created_ns):<21}{rp.status!s:<23}{rp.stats.files:>8}"
+        click.echo(f"{rp.rp_id[:8]:<10}{human_time(rp.created_ns):<21}{_(str(rp.status)):<23}{rp.stats.files:>8}"
                    f"{human_bytes(rp.stats.bytes_scanned):>12}  {', '.join(paths)}")
