@@ -8,7 +8,6 @@ the vault.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import socket
 import sqlite3
@@ -23,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from safehold import __version__
+from safehold.agent import probes
 from safehold.agent.home import AgentHome, CacheFolder, Registration, read_private
 from safehold.agent.registration import local_hostname
 from safehold.errors import SafeholdError, error
@@ -188,7 +188,7 @@ class Doctor:
 
     def _daemon(self) -> Iterator[Finding]:
         pid_file = self.daemon_pid_file or self.home.root / "agent.pid"
-        pid = _live_pid(pid_file)
+        pid = probes.live_pid(pid_file)
         scheduled = (self.home.root / "policy.json").exists() or any(u.exists() for u in SYSTEMD_UNITS)
         if pid is not None:
             yield Finding("daemon", OK, N_("The agent daemon runs (process {pid})."), {"pid": pid})
@@ -223,7 +223,7 @@ class Doctor:
             yield Finding("cache", FAILED, N_("The cache folder {path} is not writable."), {"path": str(cache)},
                           error("CacheFolderInvalid", reason=f"writing to {cache} fails: {exc.strerror}"))
             return
-        fstype = _fs_type(cache)
+        fstype = probes.fs_type(cache)
         if fstype in NETWORK_FS:
             yield Finding("cache", WARNING, N_("The cache folder {path} is on a network file system ({fs})."),
                           {"path": str(cache), "fs": fstype},
@@ -374,8 +374,8 @@ class Doctor:
         reg = self._reg
         assert reg is not None
         cache = CacheFolder(Path(reg.cache_folder))
-        holders = _processes_holding(cache.root)
-        locked = _lock_holder(cache.lock_file)
+        holders = probes.processes_holding(cache.root)
+        locked = probes.lock_holder(cache.lock_file)
         if locked and not holders:
             holders = [locked]
         if holders:
@@ -400,72 +400,3 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"
-
-
-def _live_pid(pid_file: Path) -> int | None:
-    try:
-        pid = int(pid_file.read_text().split()[0])
-        os.kill(pid, 0)
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid
-
-
-def _fs_type(path: Path) -> str | None:
-    """The type of the file system holding `path`, from the mount table (longest mount point that contains it)."""
-    target = os.path.realpath(path)
-    best: tuple[int, str] | None = None
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return None
-    for line in lines:
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        mount = fields[4].encode().decode("unicode_escape") if len(fields) > 4 else ""
-        fstype = right.split()[0] if right else "?"
-        if (target == mount or target.startswith(mount.rstrip("/") + "/")) and (best is None or len(mount) >= best[0]):
-            best = (len(mount), fstype)
-    return best[1] if best else None
-
-
-def _processes_holding(folder: Path) -> list[str]:
-    """`pid (command)` of other processes with a file below `folder` open."""
-    root = os.path.realpath(folder) + "/"
-    me = os.getpid()
-    found: list[str] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            fds = os.listdir(f"/proc/{entry.name}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                target = os.readlink(f"/proc/{entry.name}/fd/{fd}")
-            except OSError:
-                continue
-            if target.startswith(root):
-                try:
-                    comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
-                except OSError:
-                    comm = "?"
-                found.append(f"{entry.name} ({comm})")
-                break
-    return found
-
-
-def _lock_holder(lock_file: Path) -> str | None:
-    """Who holds the job lock, when someone does (its file names the job and pid)."""
-    try:
-        fd = os.open(lock_file, os.O_RDONLY)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
-    finally:
-        os.close(fd)
-    return None
