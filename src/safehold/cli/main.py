@@ -14,6 +14,7 @@ import click
 from safehold import __version__, i18n
 from safehold.cli import (
     cmd_backup,
+    cmd_browse,
     cmd_check,
     cmd_doctor,
     cmd_errors,
@@ -48,6 +49,8 @@ for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_res
     cli.add_command(module.command)
 cmd_vault.command.add_command(cmd_vault_migrate.command)
 cmd_vault.command.add_command(cmd_vault_serve.command)
+cli.add_command(cmd_browse.ls)
+cli.add_command(cmd_browse.find)
 
 
 # Trees are walked recursively, one Python frame pair per folder level; allow deep trees.
