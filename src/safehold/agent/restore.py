@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import os
 import stat
+import uuid
 from dataclasses import dataclass, field
+
+import msgspec
 
 from safehold import errors
 from safehold.agent import fsmeta
@@ -28,6 +31,9 @@ class RestoreResult:
     bytes_written: int = 0
     failed: list[ItemFailed] = field(default_factory=list)
     integrity_failures: int = 0
+    skipped: int = 0  # items already at the target, left as they were (--existing skip)
+    copies: int = 0  # items restored beside an existing one under a new name (--existing copy)
+    replaced: int = 0  # existing items replaced (--existing overwrite)
 
     @property
     def status(self) -> JobStatus:
@@ -36,13 +42,37 @@ class RestoreResult:
         return JobStatus.WARNINGS if self.failed else JobStatus.COMPLETED
 
 
+COPY, OVERWRITE, SKIP = "copy", "overwrite", "skip"
+EXISTING = (COPY, OVERWRITE, SKIP)
+
+
+def _exists(dir_fd: int, name: bytes) -> bool:
+    try:
+        os.lstat(name, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def _free_name(dir_fd: int, name: bytes) -> bytes:
+    """`name.restored`, or `name.restored-2`, -3...: the first that is not taken."""
+    for i in range(1, 10_000):
+        candidate = name + (b".restored" if i == 1 else b".restored-%d" % i)
+        if len(candidate) <= 255 and not _exists(dir_fd, candidate):
+            return candidate
+    raise OSError(17, "no free name for a copy beside the existing item")
+
+
 def _parts(path: str) -> list[bytes]:
     return [p for p in os.fsencode(path).split(b"/") if p and p != b"."]
 
 
 class RestoreEngine:
     def __init__(self, reader: ChunkReader, events: EventSink, with_owner: bool | None = None,
-                 with_acls: bool = True) -> None:
+                 with_acls: bool = True, existing: str = COPY) -> None:
+        if existing not in EXISTING:
+            raise ValueError(f"existing must be one of {EXISTING}")
+        self.existing = existing
         self.reader = reader
         self.events = events
         self.with_owner = os.geteuid() == 0 if with_owner is None else with_owner
@@ -95,14 +125,29 @@ class RestoreEngine:
 
     def _item(self, dir_fd: int, dir_path: bytes, parts: list[bytes], e: Entry,
               wanted: list[list[bytes]] | None) -> None:
-        name = e.name
-        full = dir_path + b"/" + name
+        full = dir_path + b"/" + e.name
+        final: bytes | None = None  # set when a temporary name replaces an existing item at the end
         try:
             if e.type == tree.DIR:
                 self._dir(dir_fd, full, parts, e, wanted)
                 return
+            if _exists(dir_fd, e.name):
+                if self.existing == SKIP:
+                    self.result.skipped += 1
+                    self._progress()
+                    return
+                if self.existing == COPY:
+                    e = msgspec.structs.replace(e, name=_free_name(dir_fd, e.name))
+                    parts = [*parts[:-1], e.name]
+                    self.result.copies += 1
+                else:
+                    final = e.name
+                    e = msgspec.structs.replace(e, name=b".safehold-restore-" + uuid.uuid4().hex.encode())
+            name = e.name
             if e.type == tree.FILE:
                 self._file(dir_fd, full, parts, e)
+                if final is not None and _exists(dir_fd, name):
+                    self._replace(dir_fd, name, final)
                 self._progress()
                 return
             if e.type == tree.SYMLINK:
@@ -116,9 +161,22 @@ class RestoreEngine:
                 os.mknod(name, 0o600 | fsmeta.IFMT_OF[e.type], dev, dir_fd=dir_fd)
                 self.result.other += 1
             self._meta(dir_fd, full, e)
+            if final is not None:
+                self._replace(dir_fd, name, final)
         except (OSError, ValueError, OverflowError) as exc:
+            if final is not None and _exists(dir_fd, e.name):
+                os.unlink(e.name, dir_fd=dir_fd)
             self._fail(full, "RestoreWriteFailed", getattr(exc, "strerror", None) or str(exc))
         self._progress()
+
+    def _replace(self, dir_fd: int, temp: bytes, final: bytes) -> None:
+        """Put the restored item in place of the existing one in one step (rename over it)."""
+        try:
+            os.rename(temp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        except OSError:
+            os.unlink(temp, dir_fd=dir_fd)
+            raise
+        self.result.replaced += 1
 
     def _dir(self, dir_fd: int, full: bytes, parts: list[bytes], e: Entry,
              wanted: list[list[bytes]] | None) -> None:

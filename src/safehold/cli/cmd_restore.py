@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import signal
+import uuid
 
 import click
 
 from safehold.agent.backup import open_meta
 from safehold.agent.joblock import JobLock
+from safehold.agent.joblog import write_failed_files
 from safehold.agent.reader import ChunkReader
-from safehold.agent.restore import RestoreEngine
+from safehold.agent.restore import COPY, EXISTING, RestoreEngine
 from safehold.cli.context import load_agent, resolve_rp
 from safehold.cli.render import EventRenderer, emit_json, human_bytes
 from safehold.errors import raise_error
@@ -25,13 +28,16 @@ EXIT_WARNINGS = 3
 @click.argument("paths", nargs=-1)
 @click.option("--target", required=True, type=click.Path(file_okay=False),
               help="Folder to restore into; the original paths are recreated below it.")
+@click.option("--existing", type=click.Choice(EXISTING), default=COPY, show_default=True,
+              help="For an item already at the target: restore a copy beside it (NAME.restored), overwrite it, or "
+                   "skip it. Folders are always merged.")
 @click.option("--no-acls", is_flag=True, help="Do not restore POSIX ACLs.")
 @click.option("--no-owner", is_flag=True, help="Do not restore owners (default when not root).")
 @click.option("--passphrase-file", metavar="FILE")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
-def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, ...], target: str, no_acls: bool,
-            no_owner: bool, passphrase_file: str | None, as_json: bool) -> None:
+def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, ...], target: str, existing: str,
+            no_acls: bool, no_owner: bool, passphrase_file: str | None, as_json: bool) -> None:
     """Restore RECOVERY_POINT (an id, a prefix of one, or `latest`) into --target.
 
     PATHS limit the restore to those files or folders, given as backed-up absolute paths.
@@ -43,21 +49,43 @@ def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, .
         raise_error("InvalidArgument", what=f"--target {target} is not a folder")
     renderer = EventRenderer(as_json)
     reader = ChunkReader(agent.vault, agent.machine_id, Sealer(agent.keys))
-    engine = RestoreEngine(reader, renderer, with_owner=False if no_owner else None, with_acls=not no_acls)
-    with JobLock(agent.cache.lock_file, "restore"):
-        result = engine.run(rp, target, list(paths) or None)
+    engine = RestoreEngine(reader, renderer, with_owner=False if no_owner else None, with_acls=not no_acls,
+                           existing=existing)
+    cancelled = False
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cancels like Ctrl-C
+    try:
+        with JobLock(agent.cache.lock_file, "restore"):
+            engine.run(rp, target, list(paths) or None)
+    except KeyboardInterrupt:
+        cancelled = True  # what was restored stays; the file being written when it came is removed
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    result = engine.result
+    status = JobStatus.CANCELLED if cancelled else result.status
+    failed_list = write_failed_files(agent.cache.logs, f"restore-{uuid.uuid4().hex}", result.failed) \
+        if result.failed else None
     renderer.end_line()
     if as_json:
-        emit_json({"event": "summary", "status": str(result.status), "recovery_point": rp.rp_id,
+        emit_json({"event": "summary", "status": str(status), "recovery_point": rp.rp_id,
                    "files": result.files, "dirs": result.dirs, "other": result.other,
-                   "bytes_written": result.bytes_written, "failed": len(result.failed)})
+                   "bytes_written": result.bytes_written, "failed": len(result.failed), "skipped": result.skipped,
+                   "copies": result.copies, "replaced": result.replaced,
+                   "failed_files_list": str(failed_list) if failed_list else None})
     else:
+        if cancelled:
+            click.echo(_("Restore cancelled. What was restored before stays in {target}.").format(target=target))
         click.echo(_("Restored {files} files, {dirs} folders, {other} other items, {size} from {rp} into {target}.")
                    .format(files=result.files, dirs=result.dirs, other=result.other,
                            size=human_bytes(result.bytes_written), rp=rp.rp_id[:8], target=target))
+        if result.skipped or result.copies or result.replaced:
+            click.echo(_("Already at the target: {skipped} skipped, {copies} restored as copies beside them, "
+                         "{replaced} overwritten.").format(skipped=result.skipped, copies=result.copies,
+                                                           replaced=result.replaced))
         if result.failed:
-            click.echo(_("{count} item(s) could not be restored; see the warnings above.").format(
-                count=len(result.failed)), err=True)
+            click.echo(_("{count} item(s) could not be restored; the list is in {path}").format(
+                count=len(result.failed), path=failed_list), err=True)
+    if cancelled:
+        raise SystemExit(130)
     if result.status == JobStatus.FAILED:
         raise SystemExit(1)
     if result.status == JobStatus.WARNINGS:
