@@ -98,6 +98,45 @@ def test_a_team_vault_with_two_machines(tmp_path: Path, cli: Cli, team: tuple[Va
         server.stop()
 
 
+def test_restoring_another_machines_data_needs_its_passphrase(tmp_path: Path, cli: Cli,
+                                                              team: tuple[VaultServer, Path],
+                                                              passphrase_file: Path) -> None:
+    server, vault = team
+    try:
+        cli.ok("vault", "credentials", vault, "--out", tmp_path / "a.vaultcredentials")
+        alpha, alpha_env = _machine(tmp_path, "alpha")
+        _ok(alpha, alpha_env, "register", "--credentials", tmp_path / "a.vaultcredentials", "--passphrase-file",
+            passphrase_file)
+        data = tmp_path / "alpha-data"
+        (data / "sub").mkdir(parents=True)
+        (data / "sub" / "report.txt").write_text("alpha's report\n" * 500)
+        _ok(alpha, alpha_env, "backup", data)
+        cli.ok("vault", "credentials", vault, "--out", tmp_path / "b.vaultcredentials")
+        beta, beta_env = _machine(tmp_path, "beta")
+        _ok(beta, beta_env, "register", "--credentials", tmp_path / "b.vaultcredentials",
+            "--generate-passphrase", tmp_path / "beta.passphrase")
+
+        cli.ok("vault", "credentials", vault, "--out", tmp_path / "r.vaultcredentials")
+        wrong = tmp_path / "wrong.passphrase"
+        wrong.write_text("this is not alpha's passphrase\n")
+        wrong.chmod(0o600)
+        target = tmp_path / "on-beta"
+        r = beta("restore", "latest", "--target", target, "--from-machine", "alpha", "--credentials",
+                 tmp_path / "r.vaultcredentials", "--source-passphrase-file", wrong, env=beta_env)
+        assert r.code == 1 and "700103" in r.err and not target.exists()
+        # the refused attempt did not use the file up: the right passphrase works with it
+        out = _ok(beta, beta_env, "restore", "latest", "--target", target, "--from-machine", "alpha",
+                  "--credentials", tmp_path / "r.vaultcredentials", "--source-passphrase-file", passphrase_file)
+        assert "Restoring from alpha" in out
+        assert (restored(target, data) / "sub" / "report.txt").read_text() == "alpha's report\n" * 500
+        # one file, one restore
+        r = beta("restore", "latest", "--target", tmp_path / "again", "--from-machine", "alpha", "--credentials",
+                 tmp_path / "r.vaultcredentials", "--source-passphrase-file", passphrase_file, env=beta_env)
+        assert r.code == 1 and "34513" in r.err
+    finally:
+        server.stop()
+
+
 def test_proxy_settings_and_a_proxy_asking_for_credentials(tmp_path: Path, cli: Cli,
                                                           team: tuple[VaultServer, Path],
                                                           passphrase_file: Path) -> None:

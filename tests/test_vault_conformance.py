@@ -181,3 +181,25 @@ def test_re_registration_needs_the_key_proof(subject: Subject) -> None:
     subject.anonymous.register(subject.svc.issue_credentials(), same, keyfmt.wrap(k, PASSPHRASE),
                                k.key_verifier, k.auth_key)
     assert {m["machine_id"]: m["hostname"] for m in subject.svc.machines()}[subject.machine_id] == "renamed-host"
+
+
+def test_another_machine_is_opened_with_a_credentials_file_and_its_key(subject: Subject) -> None:
+    other = MachineKeys.generate()
+    grantee = _machine("restorer")
+    subject.anonymous.register(subject.svc.issue_credentials(), grantee, keyfmt.wrap(other, PASSPHRASE),
+                               other.key_verifier, None)
+    creds = subject.svc.issue_credentials()
+    info, wrapped = subject.vault.recovery_source(creds, subject.machine_id[:8], grantee.machine_id)
+    assert info.machine_id == subject.machine_id and info.hostname == "conformance-host"
+    assert keyfmt.unwrap(wrapped, PASSPHRASE).key_id == subject.keys.key_id
+    with pytest.raises(SafeholdError) as exc:
+        subject.vault.grant_recovery(creds, subject.machine_id, grantee.machine_id, other.auth_key)
+    assert exc.value.spec.code == "WrongPassphrase"
+    token = subject.vault.grant_recovery(creds, subject.machine_id, grantee.machine_id, subject.keys.auth_key)
+    assert token.startswith("shr_")
+    with pytest.raises(SafeholdError) as exc:
+        subject.vault.recovery_source(creds, "conformance-host", grantee.machine_id)
+    assert exc.value.spec.id == 34513  # the file was used up by the grant
+    with pytest.raises(SafeholdError) as exc:
+        subject.vault.recovery_source(subject.svc.issue_credentials(), "no-such-host", grantee.machine_id)
+    assert exc.value.spec.code == "InvalidArgument" and "no machine(s) named 'no-such-host'" in exc.value.text

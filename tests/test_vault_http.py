@@ -441,3 +441,30 @@ def test_one_credentials_file_registers_one_machine_even_when_raced(tmp_path: Pa
             assert len(svc.machines()) == 1
     finally:
         svc.close()
+
+
+# ---- restoring another machine's data -------------------------------------------------------------------------
+
+def test_a_restore_grant_reads_one_machine_and_writes_nothing(served: Served) -> None:
+    a, b = served.a, served.b
+    creds = served.svc.issue_credentials()
+    info, wrapped = b.client.recovery_source(creds, "alpha", b.id)
+    assert info.machine_id == a.id and info.hostname == "alpha"
+    with pytest.raises(SafeholdError) as exc:
+        keyfmt.unwrap(wrapped, "not alpha's passphrase at all")
+    assert exc.value.spec.code == "WrongPassphrase"
+    intruder = MachineKeys.generate()
+    _refused(lambda: b.client.grant_recovery(creds, a.id, b.id, intruder.auth_key), "WrongPassphrase")
+    keys = keyfmt.unwrap(wrapped, PASSPHRASE)
+    token = b.client.grant_recovery(creds, a.id, b.id, keys.auth_key)
+    _refused(lambda: b.client.grant_recovery(creds, a.id, b.id, keys.auth_key), "VaultCredentialsInvalid")
+    url, fp = served.server.url, served.server.fingerprint
+    with RemoteVault(url, fp, token=token, hostname="beta", retry_base=0) as granted:
+        assert [rp.rp_id for rp in granted.recovery_points(a.id)] == [rp.rp_id for rp in a.client.recovery_points(a.id)]
+        pid = granted.packs(a.id)[0][0]
+        assert granted.read_pack(a.id, pid) == a.client.read_pack(a.id, pid)
+        _refused(lambda: granted.begin_session(a.id), "AccessDenied")
+        _refused(lambda: granted.forget_chunks(a.id, list(granted.known_chunks(a.id))), "AccessDenied")
+        _refused(lambda: granted.recovery_points(b.id), "AccessDenied")
+    with RemoteVault(url, fp, token=token, hostname="alpha", retry_base=0) as elsewhere:
+        _refused(lambda: elsewhere.recovery_points(a.id), "ServerRenamed")  # the grant is beta's

@@ -112,3 +112,14 @@ def open_keys(reg: Registration, passphrase: str) -> MachineKeys:
     if keys.key_id != reg.key_id:
         raise_error("PassphraseNotConfigured", detail="the key file belongs to another registration")
     return keys
+
+
+def open_other_machine(vault: VaultClient, creds_path: Path, source: str, passphrase: str,
+                       grantee: MachineId) -> tuple[MachineInfo, MachineKeys, str]:
+    """Another machine of the same vault, to restore its data here: its identity, its key (opened with its
+    passphrase, here), and a read-only token for its data. Needs a credentials file, which this uses up."""
+    creds = read_credentials(creds_path)
+    info, wrapped = vault.recovery_source(creds, source, grantee)
+    keys = keyfmt.unwrap(wrapped, passphrase)
+    token = vault.grant_recovery(creds, info.machine_id, grantee, keys.auth_key)
+    return info, keys, token

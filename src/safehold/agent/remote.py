@@ -263,6 +263,23 @@ class RemoteVault(VaultHttp):
         doc = self.post(f"{wire.API}/registrations", json=body, retry=False).json()
         return str(doc["token"])
 
+    @staticmethod
+    def _creds(creds: VaultCredentials) -> dict[str, Any]:
+        return {"vault_id": creds.vault_id, "credential_id": creds.credential_id,
+                "secret": base64.urlsafe_b64encode(creds.secret).decode(), "expires_ns": creds.expires_ns}
+
+    def recovery_source(self, creds: VaultCredentials, source: str, grantee: MachineId) -> tuple[MachineInfo, bytes]:
+        doc = self.post(f"{wire.API}/recoveries/source", json={"credentials": self._creds(creds), "source": source}
+                        ).json()
+        info = MachineInfo(MachineId(doc["machine_id"]), doc["hostname"], "", "")
+        return info, base64.b64decode(doc["wrapped_key"])
+
+    def grant_recovery(self, creds: VaultCredentials, source: MachineId, grantee: MachineId, key_proof: bytes) -> str:
+        # uses the credentials file up: never resent
+        doc = self.post(f"{wire.API}/recoveries/grant", retry=False, json={
+            "credentials": self._creds(creds), "machine_id": source, "key_proof": key_proof.hex()}).json()
+        return str(doc["token"])
+
     def wrapped_key(self, machine_id: MachineId) -> bytes:
         return self.get(f"{self._m(machine_id)}/key").content
 

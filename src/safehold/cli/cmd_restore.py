@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import uuid
+from pathlib import Path
 
 import click
 
@@ -12,8 +13,15 @@ from safehold.agent.backup import open_meta
 from safehold.agent.joblock import JobLock
 from safehold.agent.joblog import write_failed_files
 from safehold.agent.reader import ChunkReader
+from safehold.agent.registration import open_other_machine
 from safehold.agent.restore import COPY, EXISTING, RestoreEngine
-from safehold.cli.context import load_agent, resolve_rp
+from safehold.cli.context import (
+    connect_with_token,
+    load_agent,
+    pick_rp,
+    prompt_passphrase,
+    read_passphrase_file,
+)
 from safehold.cli.render import EventRenderer, emit_json, human_bytes
 from safehold.errors import raise_error
 from safehold.formats.chunks import Sealer
@@ -33,22 +41,43 @@ EXIT_WARNINGS = 3
                    "skip it. Folders are always merged.")
 @click.option("--no-acls", is_flag=True, help="Do not restore POSIX ACLs.")
 @click.option("--no-owner", is_flag=True, help="Do not restore owners (default when not root).")
+@click.option("--from-machine", metavar="NAME", help="Restore another machine's data: its host name or id. Needs "
+                                                     "--credentials and that machine's passphrase.")
+@click.option("--credentials", "creds", type=click.Path(dir_okay=False),
+              help="With --from-machine: a credentials file of the vault (used up by this restore).")
+@click.option("--source-passphrase-file", metavar="FILE",
+              help="With --from-machine: file holding the other machine's passphrase (else it is asked for).")
 @click.option("--passphrase-file", metavar="FILE")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
 def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, ...], target: str, existing: str,
-            no_acls: bool, no_owner: bool, passphrase_file: str | None, as_json: bool) -> None:
+            no_acls: bool, no_owner: bool, from_machine: str | None, creds: str | None,
+            source_passphrase_file: str | None, passphrase_file: str | None, as_json: bool) -> None:
     """Restore RECOVERY_POINT (an id, a prefix of one, or `latest`) into --target.
 
     PATHS limit the restore to those files or folders, given as backed-up absolute paths.
     """
     agent = load_agent(obj.get("home"), passphrase_file)
-    rp = resolve_rp(agent, recovery_point)
-    open_meta(Sealer(agent.keys), rp)  # the catalog row must match what this machine sealed
+    vault, machine_id, keys = agent.vault, agent.machine_id, agent.keys
+    if from_machine:
+        if not creds:
+            raise_error("InvalidArgument", what="--from-machine needs --credentials FILE, issued by the vault")
+        source_pass = read_passphrase_file(source_passphrase_file) if source_passphrase_file \
+            else prompt_passphrase(confirm=False)
+        info, keys, token = open_other_machine(agent.vault, Path(creds), from_machine, source_pass,
+                                               agent.machine_id)
+        vault, machine_id = connect_with_token(agent, token), info.machine_id
+        if not as_json:
+            click.echo(_("Restoring from {host} (machine {machine}).").format(host=info.hostname,
+                                                                            machine=machine_id[:8]))
+    elif creds or source_passphrase_file:
+        raise_error("InvalidArgument", what="--credentials and --source-passphrase-file go with --from-machine")
+    rp = pick_rp(vault.recovery_points(machine_id), recovery_point)
+    open_meta(Sealer(keys), rp)  # the catalog row must match what its machine sealed
     if os.path.exists(target) and not os.path.isdir(target):
         raise_error("InvalidArgument", what=f"--target {target} is not a folder")
     renderer = EventRenderer(as_json)
-    reader = ChunkReader(agent.vault, agent.machine_id, Sealer(agent.keys))
+    reader = ChunkReader(vault, machine_id, Sealer(keys))
     engine = RestoreEngine(reader, renderer, with_owner=False if no_owner else None, with_acls=not no_acls,
                            existing=existing)
     cancelled = False

@@ -105,7 +105,17 @@ def load_agent(home_dir: str | None, passphrase_file: str | None = None) -> Agen
 
 def resolve_rp(agent: Agent, ref: str) -> RecoveryPoint:
     """A recovery point by id, unique id prefix (at least 4 characters) or `latest`."""
-    rps = agent.vault.recovery_points(agent.machine_id)
+    return pick_rp(agent.vault.recovery_points(agent.machine_id), ref)
+
+
+def connect_with_token(agent: Agent, token: str) -> VaultClient:
+    """The agent's vault reached with another token (a restore grant); the embedded vault needs none."""
+    if agent.reg.vault_url.startswith("file://"):
+        return agent.vault
+    return remote(agent.home, agent.reg.vault_url, agent.reg.tls_fingerprint, token)
+
+
+def pick_rp(rps: list[RecoveryPoint], ref: str) -> RecoveryPoint:
     if ref == "latest":
         if not rps:
             raise_error("RecoveryPointNotFound", rp=ref)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest revision in migrations/versions; tests/test_catalog.py checks it against Alembic's own view.
-HEAD = "0001"
+HEAD = "0002"
 VERSION_TABLE = "alembic_version"
 
 # Names for constraints, so that later revisions (batch mode on SQLite) can refer to them.
@@ -91,6 +91,17 @@ sessions = sa.Table(
     sa.Column("session_id", sa.String(64), primary_key=True),
     sa.Column("machine_id", sa.String(64), nullable=False),
     sa.Column("started_ns", sa.BigInteger, nullable=False),
+)
+
+grants = sa.Table(
+    # Read-only access to one machine's data for another machine that restores it (alternate-machine
+    # restore): given for a credentials file plus proof of the source machine's key, for a limited time.
+    "grants", metadata,
+    sa.Column("token_digest", sa.String(64), primary_key=True),
+    sa.Column("machine_id", sa.String(64), nullable=False),  # whose data may be read
+    sa.Column("grantee", sa.String(64), nullable=False),  # the machine that restores it
+    sa.Column("created_ns", sa.BigInteger, nullable=False),
+    sa.Column("expires_ns", sa.BigInteger, nullable=False),
 )
 
 recovery_points = sa.Table(

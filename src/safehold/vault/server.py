@@ -61,6 +61,34 @@ class RegistrationIn(BaseModel):
     key_proof: str | None = Field(default=None, min_length=64, max_length=64, pattern=r"^[0-9a-f]+$")
 
 
+class CredentialsRef(BaseModel):
+    vault_id: str = Field(max_length=64)
+    credential_id: str = Field(max_length=64)
+    secret: str = Field(max_length=64, description="base64url of the 32-byte one-time secret")
+    expires_ns: int
+
+
+class RecoverySourceIn(BaseModel):
+    credentials: CredentialsRef
+    source: str = Field(min_length=1, max_length=255, description="machine id, id prefix or host name")
+
+
+class RecoverySourceOut(BaseModel):
+    machine_id: str
+    hostname: str
+    wrapped_key: str
+
+
+class GrantIn(BaseModel):
+    credentials: CredentialsRef
+    machine_id: str = Field(min_length=8, max_length=64, pattern=r"^[0-9a-f]+$")
+    key_proof: str = Field(min_length=64, max_length=64, pattern=r"^[0-9a-f]+$")
+
+
+class GrantOut(BaseModel):
+    token: str
+
+
 class RegistrationOut(BaseModel):
     machine_id: str
     token: str
@@ -110,6 +138,12 @@ def _b64(text: str, what: str, urlsafe: bool = False) -> bytes:
         return (base64.urlsafe_b64decode if urlsafe else base64.b64decode)(text.encode())
     except (binascii.Error, ValueError):
         raise_error("InvalidArgument", what=f"{what} is not valid base64")
+
+
+def _credentials(ref: CredentialsRef) -> VaultCredentials:
+    return VaultCredentials(vault_id=ref.vault_id, vault_name="", url="", tls_fingerprint=None,
+                            credential_id=ref.credential_id, secret=_b64(ref.secret, "secret", urlsafe=True),
+                            issued_ns=0, expires_ns=ref.expires_ns)
 
 
 def _bearer(authorization: str | None) -> str:
@@ -187,11 +221,32 @@ def create_app(svc: VaultService) -> FastAPI:
             raise_error("AccessDenied", reason="a machine's token opens only its own data")
         return owner
 
+    def reader(machine_id: str, authorization: Annotated[str | None, Header()] = None,
+               safehold_hostname: Annotated[str | None, Header()] = None) -> MachineId:
+        """Like `machine`, for routes that only read: a restore grant for this machine's data also opens them."""
+        token = _bearer(authorization)
+        if not safehold_hostname:
+            raise_error("InvalidArgument", what=f"the {wire.HOSTNAME_HEADER} header is missing")
+        owner = svc.authenticate(token, safehold_hostname, write=False)
+        if owner != machine_id:
+            raise_error("AccessDenied", reason="a machine's token opens only its own data")
+        return owner
+
+    def caller(authorization: Annotated[str | None, Header()] = None,
+               safehold_hostname: Annotated[str | None, Header()] = None) -> MachineId:
+        """The registered machine making the request, whatever data it asks for."""
+        token = _bearer(authorization)
+        if not safehold_hostname:
+            raise_error("InvalidArgument", what=f"the {wire.HOSTNAME_HEADER} header is missing")
+        return svc.authenticate(token, safehold_hostname)
+
     def admin(authorization: Annotated[str | None, Header()] = None) -> None:
         token = _bearer(authorization)
         svc.check_admin(token)
 
     Machine = Annotated[MachineId, Depends(machine)]
+    Reader = Annotated[MachineId, Depends(reader)]
+    Caller = Annotated[MachineId, Depends(caller)]
     m = f"{wire.API}/machines/{{machine_id}}"
 
     @app.get(f"{wire.API}/info", response_model=VaultInfoOut, tags=["vault"])
@@ -210,13 +265,25 @@ def create_app(svc: VaultService) -> FastAPI:
         token = svc.register(creds, info, _b64(body.wrapped_key, "wrapped_key"), body.key_verifier, proof)
         return RegistrationOut(machine_id=mi.machine_id, token=token)
 
+    @app.post(f"{wire.API}/recoveries/source", response_model=RecoverySourceOut, tags=["restore"])
+    def recovery_source(body: RecoverySourceIn, grantee: Caller) -> RecoverySourceOut:
+        info, key = svc.recovery_source(_credentials(body.credentials), body.source, grantee)
+        return RecoverySourceOut(machine_id=info.machine_id, hostname=info.hostname,
+                                 wrapped_key=base64.b64encode(key).decode())
+
+    @app.post(f"{wire.API}/recoveries/grant", response_model=GrantOut, tags=["restore"])
+    def grant_recovery(body: GrantIn, grantee: Caller) -> GrantOut:
+        token = svc.grant_recovery(_credentials(body.credentials), MachineId(body.machine_id), grantee,
+                                   bytes.fromhex(body.key_proof))
+        return GrantOut(token=token)
+
     @app.get(f"{m}/key", tags=["machine"], response_class=Response, responses=_binary_answer("the wrapped key"))
-    def wrapped_key(mid: Machine) -> Response:
+    def wrapped_key(mid: Reader) -> Response:
         return Response(svc.wrapped_key(mid), media_type=OCTETS)
 
     @app.get(f"{m}/chunks", tags=["machine"], response_class=StreamingResponse,
              responses=_binary_answer("32-byte chunk ids"))
-    def known_chunks(mid: Machine) -> StreamingResponse:
+    def known_chunks(mid: Reader) -> StreamingResponse:
         return StreamingResponse(_batched(iter(svc.known_chunks(mid))), media_type=OCTETS)
 
     @app.post(f"{m}/sessions", response_model=SessionOut, tags=["machine"])
@@ -229,7 +296,7 @@ def create_app(svc: VaultService) -> FastAPI:
         return Response(status_code=204)
 
     @app.head(f"{m}/packs/{{pack_id}}", tags=["machine"], response_class=Response)
-    def has_pack(mid: Machine, pack_id: str) -> Response:
+    def has_pack(mid: Reader, pack_id: str) -> Response:
         size = svc.pack_size(mid, _pack_id(pack_id))
         if size is None:
             return Response(status_code=404)
@@ -250,12 +317,12 @@ def create_app(svc: VaultService) -> FastAPI:
         return Response(status_code=204)
 
     @app.get(f"{m}/packs", response_model=list[PackOut], tags=["machine"])
-    def packs(mid: Machine) -> list[PackOut]:
+    def packs(mid: Reader) -> list[PackOut]:
         return [PackOut(pack_id=p, size=s) for p, s in svc.packs(mid)]
 
     @app.get(f"{m}/packs/{{pack_id}}", tags=["machine"], response_class=Response,
              responses=_binary_answer("the pack, or the byte range asked for"))
-    def read_pack(mid: Machine, pack_id: str, range_: Annotated[str | None, Header(alias="range")] = None
+    def read_pack(mid: Reader, pack_id: str, range_: Annotated[str | None, Header(alias="range")] = None
                   ) -> Response:
         pid = _pack_id(pack_id)
         if range_ is None:
@@ -274,25 +341,25 @@ def create_app(svc: VaultService) -> FastAPI:
         return wire.rp_to_json(rp)
 
     @app.get(f"{m}/recovery-points", response_model=list[RecoveryPointOut], tags=["machine"])
-    def recovery_points(mid: Machine) -> list[dict[str, Any]]:
+    def recovery_points(mid: Reader) -> list[dict[str, Any]]:
         return [wire.rp_to_json(rp) for rp in svc.recovery_points(mid)]
 
     @app.get(f"{m}/recovery-points/{{rp_id}}/refs", tags=["machine"], response_class=Response,
              responses=_binary_answer("32-byte chunk ids"))
-    def refs(mid: Machine, rp_id: str) -> Response:
+    def refs(mid: Reader, rp_id: str) -> Response:
         return Response(wire.join_ids(svc.refs(mid, _id(rp_id, "recovery point"))), media_type=OCTETS)
 
     @app.post(f"{m}/locate", tags=["machine"], response_class=Response,
               openapi_extra=_binary_body(OCTETS, "32-byte chunk ids"),
               responses=_binary_answer("77-byte location records"))
-    async def locate(mid: Machine, request: Request) -> Response:
+    async def locate(mid: Reader, request: Request) -> Response:
         ids = wire.split_ids(bytes(await _read_body(request, wire.MAX_IDS_BODY)))
         found = await run_in_threadpool(svc.locate, mid, ids)
         return Response(b"".join(wire.location_record(c, loc) for c, loc in found.items()), media_type=OCTETS)
 
     @app.get(f"{m}/index", tags=["machine"], response_class=StreamingResponse,
              responses=_binary_answer("77-byte location records"))
-    def index(mid: Machine) -> StreamingResponse:
+    def index(mid: Reader) -> StreamingResponse:
         return StreamingResponse(_batched(wire.location_record(c, loc) for c, loc in svc.index(mid)),
                                  media_type=OCTETS)
 
@@ -367,7 +434,8 @@ class BodyLimit:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if not (path == f"{wire.API}/registrations" or path.startswith(f"{wire.API}/admin")):
+        if not (path == f"{wire.API}/registrations" or path.startswith((f"{wire.API}/admin",
+                                                                         f"{wire.API}/recoveries"))):
             await self.app(scope, receive, send)
             return
         headers = dict(scope.get("headers") or [])

@@ -49,6 +49,8 @@ DEFAULT_MAX_MACHINES = 50
 DAY_NS = 86_400 * 10**9
 MACHINE_TOKEN_PREFIX = "shm_"  # noqa: S105 - a prefix, not a secret
 ADMIN_TOKEN_PREFIX = "sha_"  # noqa: S105
+GRANT_TOKEN_PREFIX = "shr_"  # noqa: S105
+GRANT_HOURS = 24
 
 
 def _digest(token: str) -> str:
@@ -278,17 +280,7 @@ class VaultService:
         token = MACHINE_TOKEN_PREFIX + secrets.token_urlsafe(32)
         with self.eng.begin() as c:
             t.lock(c)  # the machine count and the file's state hold until this registration commits
-            row = c.execute(sa.select(t.credentials).where(
-                t.credentials.c.credential_id == creds.credential_id)).one_or_none()
-            if row is None or not secrets.compare_digest(row.secret_digest, credfmt.secret_digest(creds.secret)):
-                raise_error("VaultCredentialsInvalid", reason="the vault does not know this file")
-            if row.state == "superseded":
-                raise_error("VaultCredentialsInvalid",
-                            reason="a newer credentials file was issued after this one")
-            if row.state == "used":
-                raise_error("VaultCredentialsInvalid", reason="this file was already used to register")
-            if now >= row.expires_ns:
-                raise_error("VaultCredentialsInvalid", reason="the file has expired")
+            self._usable_credentials(c, creds, now)
             existing = c.execute(sa.select(t.machines.c.machine_id, t.machines.c.key_verifier).where(
                 t.machines.c.machine_id == machine.machine_id)).one_or_none()
             if existing is not None and (
@@ -318,6 +310,61 @@ class VaultService:
                               execution_options={"preserve_rowcount": True}).rowcount
             if taken != 1:
                 raise_error("VaultCredentialsInvalid", reason="this file was already used to register")
+        return token
+
+    def _usable_credentials(self, c: sa.Connection, creds: VaultCredentials, now: int) -> None:
+        """The file must be this vault's, known, the newest, unused and not expired."""
+        if creds.vault_id != self.vault_id:
+            raise_error("VaultCredentialsInvalid", reason="the file was not issued by this vault")
+        row = c.execute(sa.select(t.credentials).where(
+            t.credentials.c.credential_id == creds.credential_id)).one_or_none()
+        if row is None or not secrets.compare_digest(row.secret_digest, credfmt.secret_digest(creds.secret)):
+            raise_error("VaultCredentialsInvalid", reason="the vault does not know this file")
+        if row.state == "superseded":
+            raise_error("VaultCredentialsInvalid", reason="a newer credentials file was issued after this one")
+        if row.state == "used":
+            raise_error("VaultCredentialsInvalid", reason="this file was already used to register")
+        if now >= row.expires_ns:
+            raise_error("VaultCredentialsInvalid", reason="the file has expired")
+
+    # ---- restoring another machine's data ------------------------------------------------------------
+
+    def recovery_source(self, creds: VaultCredentials, source: str, grantee: MachineId) -> tuple[MachineInfo, bytes]:
+        """The machine named `source` (id, id prefix of 8+ digits, or host name) and its wrapped key, for a
+        machine of this vault holding a usable credentials file. The file is not used up yet."""
+        with self.eng.connect() as c:
+            self._usable_credentials(c, creds, self.clock.now_ns())
+            m = t.machines.c
+            rows = c.execute(sa.select(m.machine_id, m.hostname, m.os_machine_id, m.agent_version, m.wrapped_key)
+                             ).all()
+        found = [r for r in rows if source in (r.machine_id, r.hostname) or
+                 (len(source) >= 8 and r.machine_id.startswith(source))]
+        if len(found) != 1:
+            names = ", ".join(f"{r.hostname} ({r.machine_id[:8]})" for r in rows if r.machine_id != grantee)
+            raise_error("InvalidArgument", what=f"the vault has {'no' if not found else 'several'} machine(s) "
+                                                f"named {source!r}; it holds: {names or 'no other machine'}")
+        r = found[0]
+        return MachineInfo(MachineId(r.machine_id), r.hostname, r.os_machine_id, r.agent_version), bytes(r.wrapped_key)
+
+    def grant_recovery(self, creds: VaultCredentials, source: MachineId, grantee: MachineId, key_proof: bytes) -> str:
+        """A read-only token for `source`'s data, valid GRANT_HOURS, for the holder of its key (the proof) and
+        of a credentials file, which this uses up."""
+        now = self.clock.now_ns()
+        token = GRANT_TOKEN_PREFIX + secrets.token_urlsafe(32)
+        with self.eng.begin() as c:
+            self._usable_credentials(c, creds, now)
+            verifier = c.execute(sa.select(t.machines.c.key_verifier).where(
+                t.machines.c.machine_id == source)).scalar_one_or_none()
+            if verifier is None or not secrets.compare_digest(hashlib.sha256(key_proof).hexdigest(), verifier):
+                raise_error("WrongPassphrase", detail="the passphrase does not open the other machine's key")
+            taken = c.execute(sa.update(t.credentials).where(t.credentials.c.credential_id == creds.credential_id,
+                                                             t.credentials.c.state == "active")
+                              .values(state="used", used_by=f"restore:{grantee}"),
+                              execution_options={"preserve_rowcount": True}).rowcount
+            if taken != 1:
+                raise_error("VaultCredentialsInvalid", reason="this file was already used")
+            c.execute(sa.insert(t.grants).values(token_digest=_digest(token), machine_id=source, grantee=grantee,
+                                                 created_ns=now, expires_ns=now + GRANT_HOURS * 3600 * 10**9))
         return token
 
     def wrapped_key(self, machine_id: MachineId) -> bytes:
@@ -485,16 +532,32 @@ class VaultService:
 
     # ---- tokens and identity (the vault server's authorization) --------------------------------------
 
-    def authenticate(self, token: str, hostname: str) -> MachineId:
-        """The machine a token belongs to; 230006 when the host name differs from the registered one."""
+    def authenticate(self, token: str, hostname: str, write: bool = True) -> MachineId:
+        """The machine whose data a token opens; 230006 when the caller's host name differs from the one
+        registered. A restore grant opens another machine's data for reading only."""
+        digest = _digest(token)
         with self.eng.connect() as c:
             row = c.execute(sa.select(t.machines.c.machine_id, t.machines.c.hostname).where(
-                t.machines.c.token_digest == _digest(token))).one_or_none()
-        if row is None:
+                t.machines.c.token_digest == digest)).one_or_none()
+            grant = None
+            if row is None:
+                g, m = t.grants.c, t.machines.c
+                grant = c.execute(sa.select(g.machine_id, g.expires_ns, m.hostname)
+                                  .join(t.machines, m.machine_id == g.grantee)
+                                  .where(g.token_digest == digest)).one_or_none()
+        if row is None and grant is None:
             raise_error("TokenInvalid")
-        if hostname != row.hostname:
-            raise_error("ServerRenamed", detail=f"registered as {row.hostname!r}, this machine is now {hostname!r}")
-        return MachineId(row.machine_id)
+        registered = row.hostname if row is not None else grant.hostname  # type: ignore[union-attr]
+        if hostname != registered:
+            raise_error("ServerRenamed", detail=f"registered as {registered!r}, this machine is now {hostname!r}")
+        if row is not None:
+            return MachineId(row.machine_id)
+        assert grant is not None
+        if self.clock.now_ns() >= grant.expires_ns:
+            raise_error("TokenInvalid", detail="the restore grant has expired")
+        if write:
+            raise_error("AccessDenied", reason="a restore grant only reads the other machine's data")
+        return MachineId(grant.machine_id)
 
     def new_admin_token(self) -> str:
         """Replace the admin token; the vault keeps its digest only."""
