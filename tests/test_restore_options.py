@@ -91,6 +91,7 @@ def test_a_cancelled_restore_keeps_what_it_restored_and_says_so(registered: Cli,
     assert summary["event"] == "summary" and summary["status"] == "Cancelled"
     out = restored(target, src)
     kept = sorted(p.name for p in out.iterdir())
-    assert 0 < summary["files"] == len(kept) < 120
-    for name in kept:  # every file left is whole: the one being written when the signal came was removed
+    # a file whose data was written but whose metadata was being set when the signal came is kept, uncounted
+    assert 0 < summary["files"] <= len(kept) <= summary["files"] + 1 < 121
+    for name in kept:  # every file left is whole: one whose data was being written was removed
         assert (out / name).read_bytes() == (src / name).read_bytes()

@@ -129,8 +129,14 @@ def test_restoring_another_machines_data_needs_its_passphrase(tmp_path: Path, cl
                   "--credentials", tmp_path / "r.vaultcredentials", "--source-passphrase-file", passphrase_file)
         assert "Restoring from alpha" in out
         assert (restored(target, data) / "sub" / "report.txt").read_text() == "alpha's report\n" * 500
-        # one file, one restore
-        r = beta("restore", "latest", "--target", tmp_path / "again", "--from-machine", "alpha", "--credentials",
+        # another try within the grant's 24 hours needs no new file; the grant is kept private
+        grant = beta.home / "grants" / "alpha.json"
+        assert grant.stat().st_mode & 0o077 == 0
+        _ok(beta, beta_env, "restore", "latest", "--target", tmp_path / "again", "--from-machine", "alpha",
+            "--source-passphrase-file", passphrase_file)
+        # without it, the file is used up: one file, one grant
+        grant.unlink()
+        r = beta("restore", "latest", "--target", tmp_path / "third", "--from-machine", "alpha", "--credentials",
                  tmp_path / "r.vaultcredentials", "--source-passphrase-file", passphrase_file, env=beta_env)
         assert r.code == 1 and "34513" in r.err
     finally:

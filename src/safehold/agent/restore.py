@@ -6,6 +6,7 @@ reported, never left half-written. Directory metadata is applied after the folde
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import uuid
@@ -126,11 +127,16 @@ class RestoreEngine:
     def _item(self, dir_fd: int, dir_path: bytes, parts: list[bytes], e: Entry,
               wanted: list[list[bytes]] | None) -> None:
         full = dir_path + b"/" + e.name
-        final: bytes | None = None  # set when a temporary name replaces an existing item at the end
-        try:
-            if e.type == tree.DIR:
+        if e.type == tree.DIR:
+            try:
                 self._dir(dir_fd, full, parts, e, wanted)
-                return
+            except (OSError, ValueError, OverflowError) as exc:
+                self._fail(full, "RestoreWriteFailed", getattr(exc, "strerror", None) or str(exc))
+            self._progress()
+            return
+        final: bytes | None = None  # set when a temporary name replaces an existing item at the end
+        copy = False
+        try:
             if _exists(dir_fd, e.name):
                 if self.existing == SKIP:
                     self.result.skipped += 1
@@ -139,43 +145,48 @@ class RestoreEngine:
                 if self.existing == COPY:
                     e = msgspec.structs.replace(e, name=_free_name(dir_fd, e.name))
                     parts = [*parts[:-1], e.name]
-                    self.result.copies += 1
+                    copy = True
                 else:
                     final = e.name
                     e = msgspec.structs.replace(e, name=b".safehold-restore-" + uuid.uuid4().hex.encode())
-            name = e.name
+        except OSError as exc:
+            self._fail(full, "RestoreWriteFailed", exc.strerror or str(exc))
+            self._progress()
+            return
+        name = e.name
+        done = False
+        try:
             if e.type == tree.FILE:
                 self._file(dir_fd, full, parts, e)
-                if final is not None and _exists(dir_fd, name):
-                    self._replace(dir_fd, name, final)
-                self._progress()
-                return
-            if e.type == tree.SYMLINK:
-                os.symlink(e.target or b"", name, dir_fd=dir_fd)
-                self.result.other += 1
-            elif e.type == tree.FIFO:
-                os.mkfifo(name, 0o600, dir_fd=dir_fd)
-                self.result.other += 1
+                done = _exists(dir_fd, name)  # a file whose data failed verification was removed
             else:
-                dev = e.rdev or 0
-                os.mknod(name, 0o600 | fsmeta.IFMT_OF[e.type], dev, dir_fd=dir_fd)
-                self.result.other += 1
-            self._meta(dir_fd, full, e)
-            if final is not None:
+                if e.type == tree.SYMLINK:
+                    os.symlink(e.target or b"", name, dir_fd=dir_fd)
+                elif e.type == tree.FIFO:
+                    os.mkfifo(name, 0o600, dir_fd=dir_fd)
+                else:
+                    os.mknod(name, 0o600 | fsmeta.IFMT_OF[e.type], e.rdev or 0, dir_fd=dir_fd)
+                done = self._meta(dir_fd, full, e)
+                if done:
+                    self.result.other += 1
+            if done and final is not None:
                 self._replace(dir_fd, name, final)
+                final = None
+            if done and copy:
+                self.result.copies += 1
         except (OSError, ValueError, OverflowError) as exc:
-            if final is not None and _exists(dir_fd, e.name):
-                os.unlink(e.name, dir_fd=dir_fd)
             self._fail(full, "RestoreWriteFailed", getattr(exc, "strerror", None) or str(exc))
+        finally:
+            if final is not None:  # not put in place (failed, or cancelled): the temporary item goes
+                if e.link_id:
+                    self._links.pop(e.link_id, None)  # later links must not point at the old item
+                with contextlib.suppress(OSError):
+                    os.unlink(name, dir_fd=dir_fd)
         self._progress()
 
     def _replace(self, dir_fd: int, temp: bytes, final: bytes) -> None:
         """Put the restored item in place of the existing one in one step (rename over it)."""
-        try:
-            os.rename(temp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        except OSError:
-            os.unlink(temp, dir_fd=dir_fd)
-            raise
+        os.rename(temp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
         self.result.replaced += 1
 
     def _dir(self, dir_fd: int, full: bytes, parts: list[bytes], e: Entry,
@@ -257,13 +268,13 @@ class RestoreEngine:
             fd = nxt
         return fd
 
-    def _meta(self, dir_fd: int, full: bytes, e: Entry) -> None:
+    def _meta(self, dir_fd: int, full: bytes, e: Entry) -> bool:
         """Metadata of a symlink, FIFO, device or socket just created, through an O_PATH fd of it."""
         fd = os.open(e.name, os.O_PATH | os.O_NOFOLLOW, dir_fd=dir_fd)
         try:
             if fsmeta.TYPE_OF.get(stat.S_IFMT(os.fstat(fd).st_mode)) != e.type:
                 self._fail(full, "RestoreWriteFailed", "the item was replaced while it was restored")
-                return
+                return False
             proc = f"/proc/self/fd/{fd}"
             if e.type == tree.SYMLINK:
                 problems = fsmeta.apply_symlink_meta(dir_fd, e.name, e, self.with_owner)
@@ -274,6 +285,7 @@ class RestoreEngine:
         finally:
             os.close(fd)
         self._problems(full, problems)
+        return True
 
     def _problems(self, full: bytes, problems: list[str]) -> None:
         if problems:

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import uuid
 from pathlib import Path
 
 import click
 
+from safehold.agent import grants
 from safehold.agent.backup import open_meta
 from safehold.agent.joblock import JobLock
 from safehold.agent.joblog import write_failed_files
@@ -16,6 +18,7 @@ from safehold.agent.reader import ChunkReader
 from safehold.agent.registration import open_other_machine
 from safehold.agent.restore import COPY, EXISTING, RestoreEngine
 from safehold.cli.context import (
+    Agent,
     connect_with_token,
     load_agent,
     pick_rp,
@@ -24,9 +27,12 @@ from safehold.cli.context import (
 )
 from safehold.cli.render import EventRenderer, emit_json, human_bytes
 from safehold.errors import raise_error
+from safehold.formats import keys as keyfmt
 from safehold.formats.chunks import Sealer
+from safehold.formats.keys import MachineKeys
 from safehold.i18n import _
-from safehold.model import JobStatus
+from safehold.model import JobStatus, MachineId, RecoveryPoint
+from safehold.ports import VaultClient
 
 EXIT_WARNINGS = 3
 
@@ -58,24 +64,44 @@ def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, .
     PATHS limit the restore to those files or folders, given as backed-up absolute paths.
     """
     agent = load_agent(obj.get("home"), passphrase_file)
-    vault, machine_id, keys = agent.vault, agent.machine_id, agent.keys
-    if from_machine:
-        if not creds:
-            raise_error("InvalidArgument", what="--from-machine needs --credentials FILE, issued by the vault")
-        source_pass = read_passphrase_file(source_passphrase_file) if source_passphrase_file \
-            else prompt_passphrase(confirm=False)
-        info, keys, token = open_other_machine(agent.vault, Path(creds), from_machine, source_pass,
-                                               agent.machine_id)
-        vault, machine_id = connect_with_token(agent, token), info.machine_id
-        if not as_json:
-            click.echo(_("Restoring from {host} (machine {machine}).").format(host=info.hostname,
-                                                                            machine=machine_id[:8]))
-    elif creds or source_passphrase_file:
-        raise_error("InvalidArgument", what="--credentials and --source-passphrase-file go with --from-machine")
-    rp = pick_rp(vault.recovery_points(machine_id), recovery_point)
-    open_meta(Sealer(keys), rp)  # the catalog row must match what its machine sealed
     if os.path.exists(target) and not os.path.isdir(target):
         raise_error("InvalidArgument", what=f"--target {target} is not a folder")
+    if not from_machine and (creds or source_passphrase_file):
+        raise_error("InvalidArgument", what="--credentials and --source-passphrase-file go with --from-machine")
+    with JobLock(agent.cache.lock_file, "restore"):
+        vault, machine_id, keys = agent.vault, agent.machine_id, agent.keys
+        if from_machine:
+            vault, machine_id, keys = _other_machine(agent, from_machine, creds, source_passphrase_file, as_json)
+        rp = pick_rp(vault.recovery_points(machine_id), recovery_point)
+        open_meta(Sealer(keys), rp)  # the catalog row must match what its machine sealed
+        _restore(vault, machine_id, keys, rp, paths, target, existing, no_acls, no_owner, agent, as_json)
+
+
+def _other_machine(agent: Agent, name: str, creds: str | None, passphrase_file: str | None,
+                   as_json: bool) -> tuple[VaultClient, MachineId, MachineKeys]:
+    """Another machine's data: through a grant saved by an earlier try, or a new one for a credentials file."""
+    passphrase = read_passphrase_file(passphrase_file) if passphrase_file else \
+        prompt_passphrase(confirm=False, label=_("Passphrase of {machine}: ").format(machine=name))
+    saved = grants.load(agent.home, name, time.time_ns())
+    if saved is not None:
+        vault = connect_with_token(agent, saved.token)
+        machine_id, host = MachineId(saved.machine_id), saved.hostname
+        keys = keyfmt.unwrap(vault.wrapped_key(machine_id), passphrase)
+    else:
+        if not creds:
+            raise_error("InvalidArgument", what="--from-machine needs --credentials FILE, issued by the vault")
+        info, keys, token = open_other_machine(agent.vault, Path(creds), name, passphrase, agent.machine_id)
+        grants.save(agent.home, name, grants.Grant(info.machine_id, info.hostname, token,
+                                                   time.time_ns() + grants.GRANT_DAYS_NS))
+        vault, machine_id, host = connect_with_token(agent, token), info.machine_id, info.hostname
+    if not as_json:
+        click.echo(_("Restoring from {host} (machine {machine}).").format(host=host, machine=machine_id[:8]))
+    return vault, machine_id, keys
+
+
+def _restore(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, rp: RecoveryPoint,
+             paths: tuple[str, ...], target: str, existing: str, no_acls: bool, no_owner: bool, agent: Agent,
+             as_json: bool) -> None:
     renderer = EventRenderer(as_json)
     reader = ChunkReader(vault, machine_id, Sealer(keys))
     engine = RestoreEngine(reader, renderer, with_owner=False if no_owner else None, with_acls=not no_acls,
@@ -83,8 +109,7 @@ def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, .
     cancelled = False
     previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cancels like Ctrl-C
     try:
-        with JobLock(agent.cache.lock_file, "restore"):
-            engine.run(rp, target, list(paths) or None)
+        engine.run(rp, target, list(paths) or None)
     except KeyboardInterrupt:
         cancelled = True  # what was restored stays; the file being written when it came is removed
     finally:

@@ -67,10 +67,10 @@ def read_passphrase_file(path: str) -> str:
         raise_error("PassphraseTooWeak", reason="only printable ASCII characters (32-126) are allowed")
 
 
-def prompt_passphrase(confirm: bool) -> str:
+def prompt_passphrase(confirm: bool, label: str | None = None) -> str:
     if not sys.stdin.isatty():
         raise_error("PassphraseMissing")
-    first = getpass.getpass("Passphrase: ")
+    first = getpass.getpass(label or "Passphrase: ")
     if confirm and getpass.getpass("Passphrase again: ") != first:
         raise_error("InvalidArgument", what="the two passphrases differ")
     return first

@@ -323,7 +323,7 @@ class VaultService:
         if row.state == "superseded":
             raise_error("VaultCredentialsInvalid", reason="a newer credentials file was issued after this one")
         if row.state == "used":
-            raise_error("VaultCredentialsInvalid", reason="this file was already used to register")
+            raise_error("VaultCredentialsInvalid", reason="this file was already used")
         if now >= row.expires_ns:
             raise_error("VaultCredentialsInvalid", reason="the file has expired")
 
@@ -359,7 +359,7 @@ class VaultService:
                 raise_error("WrongPassphrase", detail="the passphrase does not open the other machine's key")
             taken = c.execute(sa.update(t.credentials).where(t.credentials.c.credential_id == creds.credential_id,
                                                              t.credentials.c.state == "active")
-                              .values(state="used", used_by=f"restore:{grantee}"),
+                              .values(state="used", used_by=f"restore:{grantee}"[:64]),
                               execution_options={"preserve_rowcount": True}).rowcount
             if taken != 1:
                 raise_error("VaultCredentialsInvalid", reason="this file was already used")
