@@ -218,4 +218,25 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                  "(or the ones given with --tls-cert/--tls-key).",),
         exit_code=2,
     ),
+    # 7006xx: policies, schedules and job history
+    ErrorSpec(
+        700601, "PolicyInvalid", "The backup policy is not valid: {reason}.",
+        causes=("A policy setting is outside the allowed values, or the stored policy file was damaged.",),
+        actions=("Correct the setting named in the message with `safehold policy set` (see "
+                 "`safehold policy set --help` for the allowed ranges), then check it with `safehold policy show`.",),
+        exit_code=2, http_status=400,
+    ),
+    ErrorSpec(
+        700602, "PolicyNotSet", "This machine has no backup policy yet.",
+        causes=("Scheduled backups and `safehold backup` without paths follow the policy, and none was set.",),
+        actions=("Set one with `safehold policy set --include /home --daily --at 21:00 --keep-daily 30`, or give "
+                 "the folders to back up on the command line.",),
+        exit_code=2, http_status=404,
+    ),
+    ErrorSpec(
+        700603, "JobNotFound", "No job matches {job}.",
+        causes=("The job id is mistyped or ambiguous, or the job ran on another machine.",),
+        actions=("List the jobs with `safehold jobs` and use one of the ids shown.",),
+        exit_code=2, http_status=404,
+    ),
 )
