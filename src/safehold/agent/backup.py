@@ -250,9 +250,9 @@ class BackupEngine:
 
     # ---- top level --------------------------------------------------------------------------------
 
-    def run(self, paths: list[str], previous: RecoveryPoint | None = None) -> BackupResult:
+    def run(self, paths: list[str], previous: RecoveryPoint | None = None, job_id: str | None = None) -> BackupResult:
         targets = self._targets(paths)
-        job_id = uuid.uuid4().hex
+        job_id = job_id or uuid.uuid4().hex
         started = time.time_ns()
         if previous is not None:
             self._total = previous.stats.bytes_scanned or None

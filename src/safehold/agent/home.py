@@ -84,6 +84,18 @@ class AgentHome:
         return self.root / "settings.json"
 
     @property
+    def policy_file(self) -> Path:
+        return self.root / "policy.json"
+
+    @property
+    def daemon_pid_file(self) -> Path:
+        return self.root / "agent.pid"
+
+    @property
+    def schedule_state_file(self) -> Path:
+        return self.root / "schedule.json"
+
+    @property
     def proxy_password_file(self) -> Path:
         return self.root / "proxy.password"
 

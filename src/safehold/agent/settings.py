@@ -1,6 +1,6 @@
-"""The agent's own settings (HOME/settings.json): how it reaches the vault. Secrets live in 0600 files beside it.
+"""The agent's own settings (HOME/settings.json): how it reaches the vault and how fast it may upload.
 
-Not the policy (what to back up and when); that is the vault's and the schedule's.
+Secrets live in 0600 files beside it. Not the policy (what to back up and when): that is policy.json.
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from urllib.parse import urlsplit
 
 from safehold.agent.home import AgentHome, read_private, write_private
+from safehold.agent.throttle import Limits, parse_days, parse_hours
 from safehold.errors import raise_error
 
 
@@ -18,6 +19,11 @@ class AgentSettings:
     proxy: str | None = None  # http://host:port; None: the HTTPS_PROXY / NO_PROXY environment decides
     proxy_user: str | None = None  # its password is in HOME/proxy.password (0600)
     no_proxy: bool = False  # connect directly even when the environment names a proxy
+    # upload bandwidth limits (bits per second); None: no throttling
+    throttle_work_bps: int | None = None
+    throttle_other_bps: int | None = None
+    work_hours: str = "09:00-18:00"
+    work_days: str = "mon-fri"
 
     @staticmethod
     def check_proxy(url: str) -> str:
@@ -48,6 +54,14 @@ def load(home: AgentHome) -> AgentSettings:
 
 def save(home: AgentHome, settings: AgentSettings) -> None:
     write_private(home.settings_file, (json.dumps(asdict(settings), indent=2) + "\n").encode())
+
+
+def limits(settings: AgentSettings) -> Limits | None:
+    """The upload limits in force, or None when uploads are not throttled."""
+    if settings.throttle_work_bps is None or settings.throttle_other_bps is None:
+        return None
+    start, end = parse_hours(settings.work_hours)
+    return Limits(settings.throttle_work_bps, settings.throttle_other_bps, start, end, parse_days(settings.work_days))
 
 
 def proxy_auth(home: AgentHome, settings: AgentSettings) -> tuple[str, str] | None:

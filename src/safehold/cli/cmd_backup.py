@@ -1,17 +1,22 @@
-"""`safehold backup`: back up files and folders into a new recovery point."""
+"""`safehold backup`: back up files and folders into a new recovery point (by hand, or for the daemon)."""
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
+
 import click
 
-from safehold.agent.backup import BackupEngine
-from safehold.agent.checksums import ChecksumStore
-from safehold.agent.events import Notice
-from safehold.agent.joblock import JobLock
-from safehold.agent.joblog import write_failed_files
+from safehold.agent import policyfile
+from safehold.agent import settings as agent_settings
+from safehold.agent.backupjob import MANUAL, SCHEDULED, BackupRequest, jobs_file, request_from_policy, run_backup
+from safehold.agent.home import AgentHome, CacheFolder, default_home
+from safehold.agent.jobs import JobHistory
 from safehold.agent.registration import local_hostname
-from safehold.cli.context import load_agent, vault_folder
+from safehold.agent.throttle import Pacer, paced
+from safehold.cli.context import Agent, load_agent, vault_folder
 from safehold.cli.render import EventRenderer, emit_json, human_bytes
+from safehold.errors import SafeholdError, raise_error
 from safehold.i18n import _
 from safehold.model import JobStatus
 
@@ -19,44 +24,70 @@ EXIT_WARNINGS = 3
 
 
 @click.command("backup")
-@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.argument("paths", nargs=-1, type=click.Path())
 @click.option("--exclude", "-e", multiple=True, metavar="PATTERN",
               help="Skip matching items: a pattern with '/' matches the full path, else the name (fnmatch).")
 @click.option("--passphrase-file", metavar="FILE", help="Passphrase file (default: the one stored at registration).")
+@click.option("--scheduled", is_flag=True, hidden=True, help="Started by the agent daemon for the schedule.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: progress, failed items, summary.")
 @click.pass_obj
 def command(obj: dict[str, str | None], paths: tuple[str, ...], exclude: tuple[str, ...],
-            passphrase_file: str | None, as_json: bool) -> None:
-    """Back up PATHS (files or folders) into a new recovery point.
+            passphrase_file: str | None, scheduled: bool, as_json: bool) -> None:
+    """Back up PATHS (files or folders) into a new recovery point; without PATHS, what the policy names.
 
     Files that cannot be read are skipped and listed; the job then ends "completed with warnings"
-    (exit code 3) and everything else is kept.
+    (exit code 3) and everything else is kept. Ctrl-C or `safehold jobs stop` cancels it (exit code 130).
     """
-    agent = load_agent(obj.get("home"), passphrase_file)
+    trigger = SCHEDULED if scheduled else MANUAL
+    try:
+        agent = load_agent(obj.get("home"), passphrase_file)
+        policy = policyfile.load(agent.home)
+    except SafeholdError as exc:
+        _record_refused(obj.get("home"), trigger, exc)
+        raise
+    if paths:
+        request = BackupRequest(list(paths), list(exclude), trigger)
+    elif policy is not None:
+        request = request_from_policy(policy, trigger, list(exclude))
+    else:
+        raise_error("PolicyNotSet")
+    _run(agent, request, as_json)
+
+
+def _record_refused(home_dir: str | None, trigger: str, exc: SafeholdError) -> None:
+    """A job that could not start (vault unreachable, key unreadable) still shows in the job history."""
+    try:
+        reg = AgentHome(Path(home_dir) if home_dir else default_home()).load()
+        with JobHistory(jobs_file(CacheFolder(Path(reg.cache_folder)))) as history:
+            history.refused("backup", trigger, exc.spec.id_text, exc.text)
+    except (SafeholdError, OSError):
+        pass  # not registered, or no cache folder: there is no history to write to
+
+
+def _run(agent: Agent, request: BackupRequest, as_json: bool) -> None:
     cache = agent.cache
-    cache.ensure()
     skip = [str(cache.root), str(agent.home.root)]
     if agent.reg.vault_url.startswith("file://"):
         skip.append(str(vault_folder(agent.reg.vault_url)))
+    limits = agent_settings.limits(agent_settings.load(agent.home))
+    cancel = threading.Event()
+    vault = paced(agent.vault, Pacer(limits, cancel=cancel)) if limits is not None else agent.vault
     renderer = EventRenderer(as_json)
-    with JobLock(cache.lock_file, "backup"):
-        store, damage = ChecksumStore.open_or_reset(cache.checksum_store, agent.keys.key_id)
-        try:
-            if damage:
-                renderer(Notice("SalChecksumStoreInitializationFailed",
-                                f"the checksum store was damaged ({damage}) and was set aside"))
-            previous = agent.vault.recovery_points(agent.machine_id)
-            engine = BackupEngine(agent.vault, agent.machine_id, agent.keys, store, renderer, exclude, skip,
-                                  hostname=local_hostname())
-            result = engine.run(list(paths), previous[-1] if previous else None)
-        finally:
-            store.close()
+    outcome = run_backup(vault, agent.machine_id, agent.keys, cache, request, renderer, skip, local_hostname(),
+                         cancel)
     renderer.end_line()
-    failed_list = write_failed_files(cache.logs, result.job_id, result.failed) if result.failed else None
-    rp = result.recovery_point
+    if outcome.result is None:  # cancelled
+        if as_json:
+            emit_json({"event": "summary", "job_id": outcome.job_id, "status": str(outcome.status)})
+        else:
+            click.echo(_("Backup cancelled; no recovery point was made. What was uploaded is kept and not sent "
+                         "again next time."))
+        raise SystemExit(130)
+    rp = outcome.result.recovery_point
     s = rp.stats
+    failed_list = outcome.failed_list
     if as_json:
-        emit_json({"event": "summary", "job_id": result.job_id, "status": str(rp.status),
+        emit_json({"event": "summary", "job_id": outcome.job_id, "status": str(rp.status),
                    "recovery_point": rp.rp_id, "files": s.files, "dirs": s.dirs, "other": s.other,
                    "bytes_scanned": s.bytes_scanned, "bytes_read": s.bytes_read, "chunks_new": s.chunks_new,
                    "bytes_new_stored": s.bytes_new_stored, "failed_files": s.failed_files,

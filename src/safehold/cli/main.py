@@ -13,11 +13,14 @@ import click
 
 from safehold import __version__, i18n
 from safehold.cli import (
+    cmd_agent,
     cmd_backup,
     cmd_browse,
     cmd_check,
     cmd_doctor,
     cmd_errors,
+    cmd_jobs,
+    cmd_policy,
     cmd_recovery_points,
     cmd_register,
     cmd_restore,
@@ -45,7 +48,7 @@ def cli(ctx: click.Context, home: str | None, lang: str | None) -> None:
 
 
 for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_restore, cmd_check, cmd_settings,
-               cmd_doctor, cmd_errors):
+               cmd_doctor, cmd_errors, cmd_policy, cmd_jobs, cmd_agent):
     cli.add_command(module.command)
 cmd_vault.command.add_command(cmd_vault_migrate.command)
 cmd_vault.command.add_command(cmd_vault_serve.command)

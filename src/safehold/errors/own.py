@@ -239,4 +239,12 @@ ENTRIES: tuple[ErrorSpec, ...] = (
         actions=("List the jobs with `safehold jobs` and use one of the ids shown.",),
         exit_code=2, http_status=404,
     ),
+    ErrorSpec(
+        700604, "AgentDaemonAlreadyRunning", "The agent daemon already runs for this agent folder (process {pid}).",
+        causes=("`safehold agent run` was started while the daemon (often the systemd unit) was running.",),
+        actions=("Use the running daemon; see it with `systemctl status safehold-agent.service`.",
+                 "To run it in a terminal instead, stop the unit first with "
+                 "`systemctl stop safehold-agent.service`."),
+        exit_code=4, http_status=409,
+    ),
 )

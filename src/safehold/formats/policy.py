@@ -56,8 +56,9 @@ class Schedule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class Retention(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """How long the vault keeps recovery points. Each kind is off when its count is None.
 
-    Anchors: `monthly_on` and `yearly_on` are "day-N" (1-28), "day-last", or "<first|second|third|fourth|last>-<weekday>"
-    such as "last-sat"; `yearly_month` is jan..dec; `weekly_days` are the weekdays whose backup counts as weekly.
+    Anchors: `monthly_on` and `yearly_on` are "day-N" (1-28), "day-last", or an ordinal and a weekday
+    ("first".."fourth", "last"; "last-sat"); `yearly_month` is jan..dec; `weekly_days` are the weekdays whose
+    backup counts as weekly.
     """
 
     daily_days: int | None = 30
