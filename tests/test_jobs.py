@@ -82,6 +82,9 @@ def test_policy_set_show_and_a_backup_that_follows_it(registered: Cli, tmp_path:
     registered.ok("restore", "latest", "--target", target)
     got = sorted(p.name for p in restored(target, src).iterdir())
     assert got == ["drop.TMP", "keep.txt"], "type exclusion and the non-recursive folder were applied"
+    jobs = _jobs(registered)
+    assert [(j["kind"], j["status"]) for j in jobs] == [("backup", "Completed"), ("restore", "Completed")]
+    assert jobs[1]["files"] == 2 and jobs[1]["recovery_point"] == jobs[0]["recovery_point"]
 
 
 def test_job_history_with_warnings_and_failed_files(registered: Cli, tmp_path: Path) -> None:

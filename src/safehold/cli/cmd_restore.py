@@ -5,18 +5,19 @@ from __future__ import annotations
 import os
 import signal
 import time
-import uuid
 from pathlib import Path
 
 import click
 
 from safehold.agent import grants
 from safehold.agent.backup import open_meta
+from safehold.agent.backupjob import MANUAL, jobs_file
 from safehold.agent.joblock import JobLock
 from safehold.agent.joblog import write_failed_files
+from safehold.agent.jobs import JobHistory
 from safehold.agent.reader import ChunkReader
 from safehold.agent.registration import open_other_machine
-from safehold.agent.restore import COPY, EXISTING, RestoreEngine
+from safehold.agent.restore import COPY, EXISTING, RestoreEngine, RestoreResult
 from safehold.cli.context import (
     Agent,
     connect_with_token,
@@ -26,7 +27,7 @@ from safehold.cli.context import (
     read_passphrase_file,
 )
 from safehold.cli.render import EventRenderer, emit_json, human_bytes
-from safehold.errors import raise_error
+from safehold.errors import SafeholdError, raise_error
 from safehold.formats import keys as keyfmt
 from safehold.formats.chunks import Sealer
 from safehold.formats.keys import MachineKeys
@@ -68,13 +69,37 @@ def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, .
         raise_error("InvalidArgument", what=f"--target {target} is not a folder")
     if not from_machine and (creds or source_passphrase_file):
         raise_error("InvalidArgument", what="--credentials and --source-passphrase-file go with --from-machine")
-    with JobLock(agent.cache.lock_file, "restore"):
-        vault, machine_id, keys = agent.vault, agent.machine_id, agent.keys
-        if from_machine:
-            vault, machine_id, keys = _other_machine(agent, from_machine, creds, source_passphrase_file, as_json)
-        rp = pick_rp(vault.recovery_points(machine_id), recovery_point)
-        open_meta(Sealer(keys), rp)  # the catalog row must match what its machine sealed
-        _restore(vault, machine_id, keys, rp, paths, target, existing, no_acls, no_owner, agent, as_json)
+    agent.cache.ensure()
+    with JobHistory(jobs_file(agent.cache)) as history:
+        try:
+            lock = JobLock(agent.cache.lock_file, "restore").__enter__()
+        except SafeholdError as exc:
+            history.refused("restore", MANUAL, exc.spec.id_text, exc.text)
+            raise
+        job_id = history.start("restore")
+        status, result = JobStatus.FAILED, None
+        try:
+            vault, machine_id, keys = agent.vault, agent.machine_id, agent.keys
+            if from_machine:
+                vault, machine_id, keys = _other_machine(agent, from_machine, creds, source_passphrase_file, as_json)
+            rp = pick_rp(vault.recovery_points(machine_id), recovery_point)
+            open_meta(Sealer(keys), rp)  # the catalog row must match what its machine sealed
+            status, result, failed_list = _restore(vault, machine_id, keys, rp, paths, target, existing, no_acls,
+                                                   no_owner, agent, as_json, job_id)
+            history.finish(job_id, status, files=result.files, nbytes=result.bytes_written,
+                           warnings=len(result.failed), recovery_point=rp.rp_id,
+                           failed_list=str(failed_list) if failed_list else None)
+        except SafeholdError as exc:
+            history.finish(job_id, JobStatus.FAILED, error_id=exc.spec.id_text, error_text=exc.text)
+            raise
+        finally:
+            lock.__exit__(None, None, None)
+    if status == JobStatus.CANCELLED:
+        raise SystemExit(130)
+    if status == JobStatus.FAILED:
+        raise SystemExit(1)
+    if status == JobStatus.WARNINGS:
+        raise SystemExit(EXIT_WARNINGS)
 
 
 def _other_machine(agent: Agent, name: str, creds: str | None, passphrase_file: str | None,
@@ -101,7 +126,7 @@ def _other_machine(agent: Agent, name: str, creds: str | None, passphrase_file: 
 
 def _restore(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, rp: RecoveryPoint,
              paths: tuple[str, ...], target: str, existing: str, no_acls: bool, no_owner: bool, agent: Agent,
-             as_json: bool) -> None:
+             as_json: bool, job_id: str) -> tuple[JobStatus, RestoreResult, Path | None]:
     renderer = EventRenderer(as_json)
     reader = ChunkReader(vault, machine_id, Sealer(keys))
     engine = RestoreEngine(reader, renderer, with_owner=False if no_owner else None, with_acls=not no_acls,
@@ -116,7 +141,7 @@ def _restore(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, rp: R
         signal.signal(signal.SIGTERM, previous)
     result = engine.result
     status = JobStatus.CANCELLED if cancelled else result.status
-    failed_list = write_failed_files(agent.cache.logs, f"restore-{uuid.uuid4().hex}", result.failed) \
+    failed_list = write_failed_files(agent.cache.logs, f"restore-{job_id}", result.failed) \
         if result.failed else None
     renderer.end_line()
     if as_json:
@@ -138,9 +163,4 @@ def _restore(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, rp: R
         if result.failed:
             click.echo(_("{count} item(s) could not be restored; the list is in {path}").format(
                 count=len(result.failed), path=failed_list), err=True)
-    if cancelled:
-        raise SystemExit(130)
-    if result.status == JobStatus.FAILED:
-        raise SystemExit(1)
-    if result.status == JobStatus.WARNINGS:
-        raise SystemExit(EXIT_WARNINGS)
+    return status, result, failed_list
