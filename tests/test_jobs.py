@@ -187,15 +187,23 @@ def test_a_job_whose_process_died_is_marked_failed(registered: Cli, tmp_path: Pa
         assert not [j for j in history.recent() if j.running]
 
 
+def _finding(cli: Cli, check: str) -> dict:
+    return next(f for f in cli("doctor", "--json").json_lines() if f.get("check") == check)
+
+
 def test_the_daemon_runs_alone_and_stops_on_sigterm(registered: Cli, tmp_path: Path) -> None:
+    registered.ok("policy", "set", "--include", tmp_path, "--no-schedule")
+    assert _finding(registered, "schedule")["status"] == "skipped"
+    registered.ok("policy", "set", "--daily", "--at", "23:59")
+    missing = _finding(registered, "schedule")
+    assert missing["status"] == "failed" and missing["error"]["id"] == "34610"
     d = _popen(registered, "agent", "run", "--json")
     pid_file = registered.home / "agent.pid"
     _until(lambda: pid_file.exists() and pid_file.read_text().strip() == str(d.pid), "the daemon's pid file")
     second = registered("agent", "run", "--once")
     assert second.code == 4 and "700604" in second.err and str(d.pid) in second.err
-    doctor = registered("doctor", "--json").json_lines()
-    daemon = next(f for f in doctor if f.get("check") == "daemon")
-    assert daemon["status"] == "ok"
+    assert _finding(registered, "daemon")["status"] == "ok"
+    assert _finding(registered, "schedule")["status"] == "ok"
     d.send_signal(signal.SIGTERM)
     out, _err = d.communicate(timeout=60)
     assert d.returncode == 0

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from safehold import __version__
-from safehold.agent import probes
+from safehold.agent import policyfile, probes
 from safehold.agent.home import AgentHome, CacheFolder, Registration, read_private
 from safehold.agent.registration import local_hostname
 from safehold.errors import SafeholdError, error
@@ -189,7 +189,8 @@ class Doctor:
     def _daemon(self) -> Iterator[Finding]:
         pid_file = self.daemon_pid_file or self.home.root / "agent.pid"
         pid = probes.live_pid(pid_file)
-        scheduled = (self.home.root / "policy.json").exists() or any(u.exists() for u in SYSTEMD_UNITS)
+        has_schedule = self._has_schedule()
+        scheduled = has_schedule or any(u.exists() for u in SYSTEMD_UNITS)
         if pid is not None:
             yield Finding("daemon", OK, N_("The agent daemon runs (process {pid})."), {"pid": pid})
         elif scheduled:
@@ -197,13 +198,21 @@ class Doctor:
                           error=error("AgentDaemonNotRunning", detail=f"no live process in {pid_file}"))
         else:
             yield Finding("daemon", SKIPPED, N_("No daemon is set up; backups run only when started by hand."))
-        if not (self.home.root / "policy.json").exists():
+        if not has_schedule:
             yield Finding("schedule", SKIPPED, N_("No backup schedule is set up on this machine."))
         elif pid is None:
             yield Finding("schedule", FAILED, N_("A schedule is set up, but no daemon runs it."),
                           error=error("ScheduleNotRunning"))
         else:
             yield Finding("schedule", OK, N_("A schedule is set up and the daemon runs it."))
+
+    def _has_schedule(self) -> bool:
+        """A policy with a schedule; a damaged policy file counts as one (the daemon would stumble on it)."""
+        try:
+            p = policyfile.load(self.home)
+        except (SafeholdError, OSError):
+            return self.home.policy_file.exists()
+        return p is not None and p.schedule is not None
 
     # ---- the cache folder -----------------------------------------------------------------------------------
 
