@@ -131,8 +131,7 @@ def test_a_second_job_is_refused_and_recorded(registered: Cli, tmp_path: Path) -
     assert [(j["trigger"], j["status"], j["error_id"]) for j in jobs] == [
         ("manual", "Failed", "34528"), ("scheduled", "Failed", "34528")]
     assert "another job" in jobs[0]["error"]
-    assert registered.ok("recovery-points", "--json").out.strip() == "" or \
-        not [x for x in registered.ok("recovery-points", "--json").json_lines() if x.get("rp_id")]
+    assert registered.ok("recovery-points", "--json").json_lines()[0]["recovery_points"] == []
 
 
 def test_catch_up_run_after_the_machine_was_off(registered: Cli, tmp_path: Path) -> None:
@@ -168,7 +167,7 @@ def test_jobs_stop_cancels_a_running_backup(registered: Cli, tmp_path: Path) -> 
     out, _err = p.communicate(timeout=60)
     assert p.returncode == 130
     assert json.loads(out.splitlines()[-1])["status"] == "Cancelled"
-    assert not [x for x in registered.ok("recovery-points", "--json").json_lines() if x.get("rp_id")]
+    assert registered.ok("recovery-points", "--json").json_lines()[0]["recovery_points"] == []
     again = registered("jobs", "stop", running[0]["job_id"][:8])
     assert again.code == 2 and "is not running" in again.err
     registered.ok("settings", "--no-throttle")
@@ -219,3 +218,11 @@ def test_install_service_writes_a_unit(registered: Cli, tmp_path: Path) -> None:
     unit = (tmp_path / "units" / "safehold-agent.service").read_text()
     assert f"--home {registered.home} agent run" in unit and "WantedBy=multi-user.target" in unit
     assert "Restart=on-failure" in unit
+
+
+def test_tables_line_up_by_display_width() -> None:
+    from safehold.cli.render import table, width
+
+    lines = table([("作业", "状态", "N"), ("c7c6adeb", "ok", "12")], right=frozenset({2}))
+    assert lines == ["作业      状态   N", "c7c6adeb  ok    12"]
+    assert width(lines[0][:lines[0].index("状态")]) == lines[1].index("ok")

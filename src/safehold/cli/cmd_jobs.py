@@ -10,7 +10,7 @@ import click
 from safehold.agent.backupjob import jobs_file
 from safehold.agent.home import AgentHome, CacheFolder, default_home
 from safehold.agent.jobs import Job, JobHistory
-from safehold.cli.render import emit_json, human_bytes, human_time
+from safehold.cli.render import emit_json, human_bytes, human_time, table
 from safehold.errors import raise_error
 from safehold.i18n import N_, _
 from safehold.model import JobStatus
@@ -58,9 +58,8 @@ def command(ctx: click.Context, limit: int, as_json: bool) -> None:
     rows = [(j.job_id[:8], _(KIND_TEXT.get(j.kind, j.kind)), _(KIND_TEXT.get(j.trigger, j.trigger)),
              human_time(j.started_ns), _duration(j), _(STATUS_TEXT[j.status]), str(j.files), human_bytes(j.bytes),
              str(j.warnings)) for j in jobs]
-    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
-    for r in (head, *rows):
-        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    for line in table([head, *rows], right=frozenset({6, 7, 8})):
+        click.echo(line)
 
 
 @command.command("show")

@@ -6,7 +6,7 @@ import click
 
 from safehold.agent.backup import open_meta
 from safehold.cli.context import load_agent
-from safehold.cli.render import emit_json, human_bytes, human_time, path_text
+from safehold.cli.render import emit_json, human_bytes, human_time, path_text, table
 from safehold.errors import SafeholdError
 from safehold.formats.chunks import Sealer
 from safehold.i18n import N_, _
@@ -43,8 +43,8 @@ def command(obj: dict[str, str | None], passphrase_file: str | None, as_json: bo
     if not rows:
         click.echo(_("No recovery points yet. Create one with `safehold backup PATH`."))
         return
-    ident, when, status, files, size, where = (_(c) for c in COLUMNS)
-    click.echo(f"{ident:<10}{when:<21}{status:<23}{files:>8}{size:>12}  {where}")
-    for rp, _host, paths in rows:
-        click.echo(f"{rp.rp_id[:8]:<10}{human_time(rp.created_ns):<21}{_(str(rp.status)):<23}{rp.stats.files:>8}"
-                   f"{human_bytes(rp.stats.bytes_scanned):>12}  {', '.join(paths)}")
+    lines: list[tuple[str, ...]] = [tuple(_(c) for c in COLUMNS)]
+    lines += [(rp.rp_id[:8], human_time(rp.created_ns), _(str(rp.status)), str(rp.stats.files),
+               human_bytes(rp.stats.bytes_scanned), ", ".join(paths)) for rp, _host, paths in rows]
+    for line in table(lines, right=frozenset({3, 4})):
+        click.echo(line)

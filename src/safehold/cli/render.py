@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+import unicodedata
 from typing import Any
 
 import click
@@ -34,6 +35,22 @@ def human_time(ns: int) -> str:
 
 def path_text(p: bytes) -> str:
     return p.decode("utf-8", "backslashreplace")
+
+
+def width(text: str) -> int:
+    """Columns a text takes on a terminal: wide (East Asian) characters take two."""
+    return sum(2 if unicodedata.east_asian_width(c) in "WF" else 0 if unicodedata.combining(c) else 1 for c in text)
+
+
+def table(rows: list[tuple[str, ...]], right: frozenset[int] = frozenset()) -> list[str]:
+    """Lines of a plain table, columns two spaces apart, padded by display width (`right`: right-aligned)."""
+    widths = [max(width(r[i]) for r in rows) for i in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [(" " * (w - width(c)) + c) if i in right else (c + " " * (w - width(c)))
+                 for i, (c, w) in enumerate(zip(r, widths, strict=True))]
+        out.append("  ".join(cells).rstrip())
+    return out
 
 
 def emit_json(obj: dict[str, Any]) -> None:
