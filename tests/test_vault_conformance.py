@@ -203,3 +203,36 @@ def test_another_machine_is_opened_with_a_credentials_file_and_its_key(subject: 
     with pytest.raises(SafeholdError) as exc:
         subject.vault.recovery_source(subject.svc.issue_credentials(), "no-such-host", grantee.machine_id)
     assert exc.value.spec.code == "InvalidArgument" and "no machine(s) named 'no-such-host'" in exc.value.text
+
+
+def test_retention_rules_are_stored_per_machine(subject: Subject) -> None:
+    from safehold.formats.policy import Retention  # noqa: PLC0415
+
+    v, mid = subject.vault, subject.machine_id
+    assert v.retention(mid) is None
+    rules = Retention(daily_days=14, weekly_weeks=8, weekly_days=("sat", "sun"), monthly_months=12,
+                      monthly_on="day-last", yearly_years=3, yearly_month="jan", yearly_on="first-mon",
+                      timezone="Europe/Prague")
+    v.set_retention(mid, rules)
+    assert v.retention(mid) == rules
+    v.set_retention(mid, Retention(daily_days=7))
+    assert v.retention(mid) == Retention(daily_days=7)
+    with pytest.raises(SafeholdError) as exc:
+        v.set_retention(mid, Retention(daily_days=3))
+    assert exc.value.spec.code == "PolicyInvalid"
+    assert v.retention(mid) == Retention(daily_days=7)
+
+
+def test_on_demand_point_carries_its_keep_until(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    session = v.begin_session(mid)
+    pid, data, entries, ids = _pack(subject.keys, b"on demand" * 200)
+    v.put_pack(mid, session, pid, data, entries)
+    until = 1_900_000_000 * 10**9
+    rp = v.commit(mid, session, ids[0], JobStatus.COMPLETED, BackupStats(), ids, b"m", keep_until_ns=until)
+    assert rp.keep_until_ns == until
+    [listed] = v.recovery_points(mid)
+    assert listed.keep_until_ns == until
+    session = v.begin_session(mid)
+    plain = v.commit(mid, session, ids[0], JobStatus.COMPLETED, BackupStats(), ids, b"m")
+    assert plain.keep_until_ns is None
