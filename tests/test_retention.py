@@ -100,7 +100,7 @@ def test_safety_net_keeps_what_the_machine_had_when_its_backups_started_failing(
     # after the last good backup, and the newest good point is among it.
     stalled_at = at(2026, 3, 1) + FAILING_AFTER_NS
     expected = set(keep(rules, pts, stalled_at))
-    later = keep(rules, pts + [Point("failed", at(2026, 3, 2), "Failed")], at(2027, 3, 1))
+    later = keep(rules, [*pts, Point("failed", at(2026, 3, 2), "Failed")], at(2027, 3, 1))
     assert set(later) == expected and "2026-03-01" in later
     assert all(why == (SAFETY_NET,) for why in later.values())
     assert expected <= set(while_healthy)  # the net holds what the rules kept, it adds nothing new

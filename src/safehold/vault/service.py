@@ -22,8 +22,8 @@ import sqlalchemy as sa
 from safehold import __version__
 from safehold.errors import raise_error
 from safehold.formats import credentials as credfmt
-from safehold.formats.credentials import VaultCredentials
 from safehold.formats import policy
+from safehold.formats.credentials import VaultCredentials
 from safehold.formats.pack import pack_id as compute_pack_id
 from safehold.formats.policy import Retention
 from safehold.model import (
@@ -60,7 +60,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _pack_name(machine_id: str, pack_id: str) -> str:
+def pack_name(machine_id: str, pack_id: str) -> str:
     return f"packs/{machine_id}/{pack_id[:2]}/{pack_id}"
 
 
@@ -416,7 +416,7 @@ class VaultService:
         for e in entries:
             if e.offset < 8 or e.length <= 0 or e.offset + e.length > len(data) or len(e.chunk_id) != 32:
                 raise_error("IntegrityError", what=f"pack {pack_id[:16]} lists a chunk outside the pack")
-        name = _pack_name(machine_id, pack_id)
+        name = pack_name(machine_id, pack_id)
         if self.blobs.size(name) != len(data):
             self.blobs.put(name, data)
         now = self.clock.now_ns()
@@ -569,7 +569,7 @@ class VaultService:
 
     def read(self, machine_id: MachineId, pack_id: PackId, offset: int, length: int) -> bytes:
         try:
-            return self.blobs.get_range(_pack_name(machine_id, pack_id), offset, length)
+            return self.blobs.get_range(pack_name(machine_id, pack_id), offset, length)
         except FileNotFoundError:
             raise_error("ChunkMissing", chunk=f"pack {pack_id[:16]}")
         except OSError as exc:
@@ -591,7 +591,7 @@ class VaultService:
 
     def read_pack(self, machine_id: MachineId, pack_id: PackId) -> bytes:
         try:
-            return self.blobs.get(_pack_name(machine_id, pack_id))
+            return self.blobs.get(pack_name(machine_id, pack_id))
         except FileNotFoundError:
             raise_error("ChunkMissing", chunk=f"pack {pack_id[:16]}")
 
