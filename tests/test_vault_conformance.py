@@ -4,6 +4,8 @@ each on a SQLite and a PostgreSQL catalog. What the agent relies on must hold th
 
 from __future__ import annotations
 
+import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,10 +19,13 @@ from safehold.formats import keys as keyfmt
 from safehold.formats.chunks import Sealer, chunk_id
 from safehold.formats.keys import MachineKeys
 from safehold.formats.pack import PackBuilder
+from safehold.formats.policy import Retention
 from safehold.model import CHUNK_DATA, BackupStats, ChunkId, JobStatus, MachineId, MachineInfo
 from safehold.ports import VaultClient
+from safehold.vault.housekeeping import Housekeeping
 from safehold.vault.service import VaultService
 
+from conftest import FakeClock
 from vaultserver import VaultServer, make_vault
 
 PASSPHRASE = "conformance passphrase 2026"
@@ -203,3 +208,141 @@ def test_another_machine_is_opened_with_a_credentials_file_and_its_key(subject: 
     with pytest.raises(SafeholdError) as exc:
         subject.vault.recovery_source(subject.svc.issue_credentials(), "no-such-host", grantee.machine_id)
     assert exc.value.spec.code == "InvalidArgument" and "no machine(s) named 'no-such-host'" in exc.value.text
+
+
+def test_retention_rules_are_stored_per_machine(subject: Subject) -> None:
+    from safehold.formats.policy import Retention
+
+    v, mid = subject.vault, subject.machine_id
+    assert v.retention(mid) is None
+    rules = Retention(daily_days=14, weekly_weeks=8, weekly_days=("sat", "sun"), monthly_months=12,
+                      monthly_on="day-last", yearly_years=3, yearly_month="jan", yearly_on="first-mon",
+                      timezone="Europe/Prague")
+    v.set_retention(mid, rules)
+    assert v.retention(mid) == rules
+    v.set_retention(mid, Retention(daily_days=7))
+    assert v.retention(mid) == Retention(daily_days=7)
+    with pytest.raises(SafeholdError) as exc:
+        v.set_retention(mid, Retention(daily_days=3))
+    assert exc.value.spec.code == "PolicyInvalid"
+    assert v.retention(mid) == Retention(daily_days=7)
+
+
+def test_on_demand_point_carries_its_keep_until(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    session = v.begin_session(mid)
+    pid, data, entries, ids = _pack(subject.keys, b"on demand" * 200)
+    v.put_pack(mid, session, pid, data, entries)
+    until = 1_900_000_000 * 10**9
+    rp = v.commit(mid, session, ids[0], JobStatus.COMPLETED, BackupStats(), ids, b"m", keep_until_ns=until)
+    assert rp.keep_until_ns == until
+    [listed] = v.recovery_points(mid)
+    assert listed.keep_until_ns == until
+    session = v.begin_session(mid)
+    plain = v.commit(mid, session, ids[0], JobStatus.COMPLETED, BackupStats(), ids, b"m")
+    assert plain.keep_until_ns is None
+
+
+# ---- retention and keyless housekeeping with backups running ---------------------------------------------------
+
+def _housekeeping(subject: Subject, days_ahead: float) -> tuple[Housekeeping, FakeClock]:
+    """Housekeeping on the subject's catalog with a clock `days_ahead` of the real one (points are stamped by the
+    real clock, embedded or served)."""
+    clock = FakeClock(time.time_ns() + int(days_ahead * 86_400 * 10**9))
+    # Sessions are stamped by the real clock too: the jump ahead must not make the open ones look abandoned.
+    return Housekeeping(subject.svc, clock, grace_ns=0, session_ttl_ns=1000 * 86_400 * 10**9), clock
+
+
+def _commit(subject: Subject, session: str, *payloads: bytes) -> tuple[str, list[ChunkId]]:
+    v, mid = subject.vault, subject.machine_id
+    pid, data, entries, ids = _pack(subject.keys, *payloads)
+    v.put_pack(mid, session, pid, data, entries)
+    return v.commit(mid, session, ids[0], JobStatus.COMPLETED, BackupStats(), ids, b"m").rp_id, ids
+
+
+def _restore(subject: Subject, cid: ChunkId) -> bytes:
+    loc = subject.vault.locate(subject.machine_id, [cid])[cid]
+    blob = subject.vault.read(subject.machine_id, loc.pack_id, loc.offset, loc.length)
+    return Sealer(subject.keys).open(loc.kind, cid, blob)
+
+
+def test_a_backup_running_during_housekeeping_loses_nothing(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    shared = os.urandom(200_000)
+    old_rp, (shared_id,) = _commit(subject, v.begin_session(mid), shared)
+    newer_rp, _ = _commit(subject, v.begin_session(mid), b"a newer backup" * 100)
+    v.set_retention(mid, Retention(daily_days=7))
+
+    # A backup begins and counts on `shared`, which only the old point references ...
+    running = v.begin_session(mid)
+    assert shared_id in set(v.known_chunks(mid))
+    own = b"what the running backup adds" * 50
+    pid, data, entries, (own_id,) = _pack(subject.keys, own)
+    v.put_pack(mid, running, pid, data, entries)
+    # ... the old point expires and housekeeping runs: `shared` is garbage now, but the open session may use it.
+    hk, clock = _housekeeping(subject, 30)
+    fig = hk.run()
+    assert fig is not None and fig.points_expired == 1 and fig.chunks_deleted == 0
+    assert [rp.rp_id for rp in v.recovery_points(mid)] == [newer_rp]
+    assert shared_id not in set(v.known_chunks(mid))  # a backup beginning now will not count on it
+    # The running backup commits a point that references it, and it restores byte for byte.
+    rp = v.commit(mid, running, own_id, JobStatus.COMPLETED, BackupStats(), [own_id, shared_id], b"m")
+    clock.advance(60)
+    fig = hk.run()  # the newer point goes too now (a month old, and a newer good point exists); ours stays whole
+    assert fig is not None and fig.points_expired == 1
+    assert [p.rp_id for p in v.recovery_points(mid)] == [rp.rp_id]
+    assert sorted(v.refs(mid, rp.rp_id)) == sorted([own_id, shared_id])
+    assert _restore(subject, shared_id) == shared and _restore(subject, own_id) == own
+    assert shared_id in set(v.known_chunks(mid))  # referenced again: no longer condemned
+    assert old_rp != newer_rp
+
+
+def test_garbage_is_freed_once_no_older_session_is_open(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    _commit(subject, v.begin_session(mid), os.urandom(300_000))
+    kept_rp, (kept_id,) = _commit(subject, v.begin_session(mid), os.urandom(1000))
+    v.set_retention(mid, Retention(daily_days=7))
+    slow = v.begin_session(mid)  # an older session holds the garbage back ...
+    hk, clock = _housekeeping(subject, 30)
+    fig = hk.run()
+    assert fig is not None and fig.points_expired == 1 and fig.chunks_condemned == 1 and fig.chunks_deleted == 0
+    v.abort_session(mid, slow)  # ... until it ends
+    before = sum(size for _, size in subject.svc.blobs.list("packs/"))
+    clock.advance(60)
+    fig = hk.run()
+    assert fig is not None and fig.chunks_deleted == 1 and fig.bytes_deleted > 300_000
+    assert fig.packs_deleted >= 1 and fig.blob_bytes_freed > 300_000
+    assert sum(size for _, size in subject.svc.blobs.list("packs/")) <= before - 300_000
+    assert [p.rp_id for p in v.recovery_points(mid)] == [kept_rp]
+    assert _restore(subject, kept_id)
+    assert len(v.packs(mid)) == 1
+
+
+def test_a_machine_whose_backups_fail_keeps_its_last_good_point(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    good, (cid,) = _commit(subject, v.begin_session(mid), b"the last good backup" * 100)
+    v.set_retention(mid, Retention(daily_days=7, weekly_weeks=4))
+    failed = v.commit(mid, v.begin_session(mid), cid, JobStatus.FAILED, BackupStats(), [cid], b"m")
+    hk, _ = _housekeeping(subject, 400)
+    fig = hk.run()
+    assert fig is not None
+    assert {p.rp_id for p in v.recovery_points(mid)} == {good}  # the failed one went, the good one stays
+    assert failed.rp_id != good
+    assert _restore(subject, cid) == b"the last good backup" * 100
+
+
+def test_on_demand_point_expires_after_its_date(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    until = time.time_ns() + 40 * 86_400 * 10**9
+    pid, data, entries, ids = _pack(subject.keys, b"on demand" * 10)
+    s = v.begin_session(mid)
+    v.put_pack(mid, s, pid, data, entries)
+    on_demand = v.commit(mid, s, ids[0], JobStatus.COMPLETED, BackupStats(), ids, b"m", keep_until_ns=until).rp_id
+    v.set_retention(mid, Retention(daily_days=7))
+    newest, _ = _commit(subject, v.begin_session(mid), b"scheduled" * 10)
+    hk, clock = _housekeeping(subject, 20)
+    assert hk.run() is not None
+    assert {p.rp_id for p in v.recovery_points(mid)} == {on_demand, newest}
+    clock.advance(30 * 86_400)
+    assert hk.run() is not None
+    assert {p.rp_id for p in v.recovery_points(mid)} == {newest}

@@ -82,3 +82,4 @@ class RecoveryPoint:
     status: JobStatus
     stats: BackupStats = field(default_factory=BackupStats)
     sealed_meta: bytes = b""  # host name, paths, job id: encrypted by the agent, opaque to the vault
+    keep_until_ns: int | None = None  # an on-demand point: retention keeps it at least until then

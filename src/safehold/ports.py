@@ -11,6 +11,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 from safehold.formats.credentials import VaultCredentials
+from safehold.formats.policy import Retention
 from safehold.model import (
     BackupStats,
     ChunkId,
@@ -76,11 +77,18 @@ class VaultClient(Protocol):
     def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes,
                  entries: list[PackEntry]) -> None: ...
     def commit(self, machine_id: MachineId, session: str, root: ChunkId, status: JobStatus,
-               stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes) -> RecoveryPoint: ...
+               stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes,
+               keep_until_ns: int | None = None) -> RecoveryPoint:
+        """Record the session's recovery point; `keep_until_ns` keeps an on-demand point at least until then."""
+        ...
     def abort_session(self, machine_id: MachineId, session: str) -> None: ...
     def forget_chunks(self, machine_id: MachineId, ids: Iterable[ChunkId]) -> int:
         """Drop damaged chunks from the index; the next backup that meets their data stores it again."""
         ...
+
+    # retention (the vault enforces it: expiry and garbage collection need no key)
+    def set_retention(self, machine_id: MachineId, rules: Retention) -> None: ...
+    def retention(self, machine_id: MachineId) -> Retention | None: ...
 
     # reading
     def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]: ...

@@ -260,8 +260,10 @@ class BackupEngine:
                 self._rebuild_store(previous)
         else:  # first backup: size the job in the background so progress can show an ETA
             threading.Thread(target=self._scan_total, args=(targets,), daemon=True, name="scan").start()
-        known = set(self.vault.known_chunks(self.machine_id))
+        # The session first, then the chunks it may count on: housekeeping keeps every chunk a session that
+        # began before the chunk was condemned may use, and leaves condemned chunks out of known_chunks.
         session = self.vault.begin_session(self.machine_id)
+        known = set(self.vault.known_chunks(self.machine_id))
         self.up = Uploader(self.vault, self.machine_id, session, self.sealer, known, self.counters)
         try:
             root = self._trie_tree(b"", self._trie(targets))

@@ -19,11 +19,13 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Self
 
 import httpx
+import msgspec
 
 from safehold import __version__
 from safehold.errors import BY_CODE, SafeholdError, error, raise_error
 from safehold.formats import wire
 from safehold.formats.credentials import VaultCredentials
+from safehold.formats.policy import Retention
 from safehold.model import (
     BackupStats,
     ChunkId,
@@ -312,8 +314,9 @@ class RemoteVault(VaultHttp):
                                "Content-Length": str(len(header) + len(data))})
 
     def commit(self, machine_id: MachineId, session: str, root: ChunkId, status: JobStatus,
-               stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes) -> RecoveryPoint:
-        body = wire.encode_commit(root, status, stats, list(refs), sealed_meta)
+               stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes,
+               keep_until_ns: int | None = None) -> RecoveryPoint:
+        body = wire.encode_commit(root, status, stats, list(refs), sealed_meta, keep_until_ns)
         # Committing a session twice returns the first recovery point, so a lost answer may be retried.
         resp = self.post(f"{self._m(machine_id)}/sessions/{session}/commit", content=lambda: body,
                           headers={"Content-Type": wire.MSGPACK_MEDIA_TYPE})
@@ -324,6 +327,17 @@ class RemoteVault(VaultHttp):
         # not resent: a second try after a lost answer would report 0 removed
         return int(self.post(f"{self._m(machine_id)}/forget", content=lambda: body, retry=False)
                    .json()["removed"])
+
+    def set_retention(self, machine_id: MachineId, rules: Retention) -> None:
+        body = msgspec.json.encode(rules)
+        self.request("PUT", f"{self._m(machine_id)}/retention", content=lambda: body,
+                     headers={"Content-Type": "application/json"})
+
+    def retention(self, machine_id: MachineId) -> Retention | None:
+        doc = self.get(f"{self._m(machine_id)}/retention").json()
+        if doc.get("rules") is None:
+            return None
+        return msgspec.convert(doc["rules"], type=Retention)
 
     def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]:
         return [wire.rp_from_json(d) for d in self.get(f"{self._m(machine_id)}/recovery-points").json()]

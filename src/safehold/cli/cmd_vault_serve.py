@@ -7,6 +7,7 @@ catalog) behind a load balancer.
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import ssl
 from pathlib import Path
@@ -20,6 +21,8 @@ from safehold.errors import raise_error
 from safehold.i18n import _
 from safehold.vault import tls
 
+log = logging.getLogger("safehold.vault")
+
 
 def _announce(server: Any, as_json: bool, fingerprint: str | None) -> None:
     host, port = server.servers[0].sockets[0].getsockname()[:2]
@@ -29,6 +32,22 @@ def _announce(server: Any, as_json: bool, fingerprint: str | None) -> None:
     else:
         click.echo(_("Serving vault on {url} (certificate {fingerprint}); Ctrl-C stops.").format(
             url=url, fingerprint=fingerprint))
+
+
+async def _housekeeping(svc: Any, interval_s: float) -> None:
+    """Housekeeping on the server's own schedule, in a worker thread so requests keep flowing."""
+    from safehold.vault.housekeeping import Housekeeping  # noqa: PLC0415
+
+    hk = Housekeeping(svc)
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            fig = await asyncio.to_thread(hk.run)
+        except Exception:  # a failed run is logged and tried again next time; the server keeps serving
+            log.exception("housekeeping failed")
+            continue
+        if fig is not None:
+            log.info("housekeeping: %s", fig)
 
 
 def _listen(value: str) -> tuple[str, int]:
@@ -44,8 +63,11 @@ def _listen(value: str) -> tuple[str, int]:
               help="Address and port to listen on; 0.0.0.0:PORT for all interfaces.")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]),
               default="warning", show_default=True)
+@click.option("--housekeeping-interval", type=click.IntRange(0, 7 * 24 * 60), default=60, show_default=True,
+              help="Minutes between housekeeping runs (retention and garbage collection); 0 turns it off. With "
+                   "several servers on one PostgreSQL catalog, one runs it at a time.")
 @click.option("--json", "as_json", is_flag=True, help="Announce the address as a JSON line.")
-def command(path: str, listen: str, log_level: str, as_json: bool) -> None:
+def command(path: str, listen: str, log_level: str, housekeeping_interval: int, as_json: bool) -> None:
     """Serve the vault in folder PATH over HTTPS with its certificate (PATH/tls)."""
     folder = Path(path)
     host, port = _listen(listen)
@@ -70,6 +92,8 @@ def command(path: str, listen: str, log_level: str, as_json: bool) -> None:
             await super().startup(sockets)
             if not self.should_exit:
                 _announce(self, as_json, svc.tls_fingerprint)
+                if housekeeping_interval:
+                    self.housekeeping = asyncio.create_task(_housekeeping(svc, housekeeping_interval * 60))
 
     config = uvicorn.Config(create_app(svc), host=host, port=port, ssl_certfile=str(cert), ssl_keyfile=str(key),
                             http="httptools", loop="asyncio", log_level=log_level, access_log=log_level in

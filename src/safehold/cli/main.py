@@ -26,6 +26,7 @@ from safehold.cli import (
     cmd_restore,
     cmd_settings,
     cmd_vault,
+    cmd_vault_housekeeping,
     cmd_vault_migrate,
     cmd_vault_serve,
 )
@@ -52,6 +53,7 @@ for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_res
     cli.add_command(module.command)
 cmd_vault.command.add_command(cmd_vault_migrate.command)
 cmd_vault.command.add_command(cmd_vault_serve.command)
+cmd_vault.command.add_command(cmd_vault_housekeeping.command)
 cli.add_command(cmd_browse.ls)
 cli.add_command(cmd_browse.find)
 

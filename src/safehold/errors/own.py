@@ -247,4 +247,13 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                  "`systemctl stop safehold-agent.service`."),
         exit_code=4, http_status=409,
     ),
+    # 7007xx: retention and vault housekeeping
+    ErrorSpec(
+        700701, "HousekeepingRunning", "Housekeeping is already running on this vault.",
+        causes=("Another `safehold vault housekeeping`, or a vault server's scheduled housekeeping, is working on "
+                "the same catalog; only one runs at a time.",),
+        actions=("Wait until it ends and try again; a vault server runs housekeeping by itself every "
+                 "--housekeeping-interval.",),
+        exit_code=75, http_status=409, retryable=True,
+    ),
 )

@@ -17,6 +17,7 @@ from safehold.model import ChunkId, PackEntry, PackId
 
 MAGIC = b"SHPK"
 VERSION = 1
+VERSION_REPACKED = 2  # written by the vault's housekeeping, without any key: its trailer is not sealed
 HEADER = MAGIC + bytes((VERSION, 0, 0, 0))
 FOOTER = struct.Struct("<I4s")  # trailer length, magic
 TRAILER_KIND = 2
@@ -52,18 +53,40 @@ class PackBuilder:
         return pack_id(data), data, self.entries
 
 
-def read_entries(data: bytes, sealer: Sealer) -> list[PackEntry]:
-    """Parse and authenticate a pack's trailer (used by check and to rebuild a lost index)."""
+def repack(chunks: list[tuple[ChunkId, int, bytes | memoryview]]) -> tuple[PackId, bytes, list[PackEntry]]:
+    """A version 2 pack of sealed chunks copied as they are (chunk id, kind, sealed blob): how the vault keeps
+    the live chunks of a mostly-garbage pack without any key. Its trailer lists the same facts the vault's
+    index holds, in the clear; every chunk stays authenticated by its own seal."""
+    buf = bytearray(MAGIC + bytes((VERSION_REPACKED, 0, 0, 0)))
+    entries: list[PackEntry] = []
+    for cid, kind, blob in chunks:
+        entries.append(PackEntry(cid, kind, len(buf), len(blob)))
+        buf += blob
+    listing = _enc.encode([(e.chunk_id, e.kind, e.offset, e.length) for e in entries])
+    buf += listing
+    buf += FOOTER.pack(len(listing), MAGIC)
+    data = bytes(buf)
+    return pack_id(data), data, entries
+
+
+def read_entries(data: bytes, sealer: Sealer | None) -> list[PackEntry]:
+    """Parse a pack's trailer (used by check and to rebuild a lost index); a version 1 trailer is opened and
+    authenticated with `sealer`, a version 2 (repacked) one is read as it is."""
     if len(data) < len(HEADER) + FOOTER.size or data[:4] != MAGIC:
         raise_error("IntegrityError", what="pack header is damaged")
-    if data[4] != VERSION:
+    if data[4] not in (VERSION, VERSION_REPACKED):
         raise_error("IntegrityError", what=f"pack version {data[4]} is not supported")
     tlen, magic = FOOTER.unpack_from(data, len(data) - FOOTER.size)
     start = len(data) - FOOTER.size - tlen
     if magic != MAGIC or start < len(HEADER):
         raise_error("IntegrityError", what="pack footer is damaged")
-    listing = sealer.open(TRAILER_KIND, TRAILER_ID, data[start:len(data) - FOOTER.size],
-                           verify_id=False)
+    if data[4] == VERSION_REPACKED:
+        listing = data[start:len(data) - FOOTER.size]
+    elif sealer is None:
+        raise_error("IntegrityError", what="a version 1 pack trailer needs the machine's key")
+    else:
+        listing = sealer.open(TRAILER_KIND, TRAILER_ID, data[start:len(data) - FOOTER.size],
+                               verify_id=False)
     try:
         rows = _dec.decode(listing)
     except msgspec.DecodeError as exc:

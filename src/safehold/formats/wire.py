@@ -99,14 +99,16 @@ class Commit(msgspec.Struct, forbid_unknown_fields=True):
     stats: dict[str, int | float]
     sealed_meta: bytes
     refs: bytes
+    keep_until_ns: int | None = None
 
 
 def encode_commit(root: ChunkId, status: JobStatus, stats: BackupStats, refs: list[ChunkId],
-                  sealed_meta: bytes) -> bytes:
-    return msgspec.msgpack.encode(Commit(root, str(status), asdict(stats), sealed_meta, b"".join(refs)))
+                  sealed_meta: bytes, keep_until_ns: int | None = None) -> bytes:
+    return msgspec.msgpack.encode(Commit(root, str(status), asdict(stats), sealed_meta, b"".join(refs),
+                                         keep_until_ns))
 
 
-def decode_commit(data: bytes) -> tuple[ChunkId, JobStatus, BackupStats, list[ChunkId], bytes]:
+def decode_commit(data: bytes) -> tuple[ChunkId, JobStatus, BackupStats, list[ChunkId], bytes, int | None]:
     try:
         c = msgspec.msgpack.decode(data, type=Commit)
         status = JobStatus(c.status)
@@ -116,13 +118,13 @@ def decode_commit(data: bytes) -> tuple[ChunkId, JobStatus, BackupStats, list[Ch
         stats = BackupStats(**c.stats)  # type: ignore[arg-type]
     except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
         _bad(f"the commit is malformed ({exc})")
-    return ChunkId(c.root), status, stats, split_ids(c.refs), c.sealed_meta
+    return ChunkId(c.root), status, stats, split_ids(c.refs), c.sealed_meta, c.keep_until_ns
 
 
 def rp_to_json(rp: RecoveryPoint) -> dict[str, Any]:
     return {"rp_id": rp.rp_id, "machine_id": rp.machine_id, "created_ns": rp.created_ns, "root": rp.root.hex(),
             "status": str(rp.status), "stats": asdict(rp.stats),
-            "sealed_meta": base64.b64encode(rp.sealed_meta).decode()}
+            "sealed_meta": base64.b64encode(rp.sealed_meta).decode(), "keep_until_ns": rp.keep_until_ns}
 
 
 def rp_from_json(doc: dict[str, Any]) -> RecoveryPoint:
@@ -131,4 +133,5 @@ def rp_from_json(doc: dict[str, Any]) -> RecoveryPoint:
         created_ns=int(doc["created_ns"]), root=ChunkId(bytes.fromhex(doc["root"])),
         status=JobStatus(doc["status"]),
         stats=BackupStats(**{k: v for k, v in doc["stats"].items() if k in _STATS_FIELDS}),
-        sealed_meta=base64.b64decode(doc["sealed_meta"]))
+        sealed_meta=base64.b64decode(doc["sealed_meta"]),
+        keep_until_ns=None if doc.get("keep_until_ns") is None else int(doc["keep_until_ns"]))

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest revision in migrations/versions; tests/test_catalog.py checks it against Alembic's own view.
-HEAD = "0002"
+HEAD = "0003"
 VERSION_TABLE = "alembic_version"
 
 # Names for constraints, so that later revisions (batch mode on SQLite) can refer to them.
@@ -74,6 +74,8 @@ packs = sa.Table(
     sa.Column("pack_id", sa.String(64), primary_key=True),
     sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created_ns", sa.BigInteger, nullable=False),
+    # set when housekeeping dropped the pack (repacked or all garbage); its blob goes after a grace period
+    sa.Column("deleted_ns", sa.BigInteger),
 )
 
 chunks = sa.Table(
@@ -84,6 +86,9 @@ chunks = sa.Table(
     sa.Column("offset", sa.BigInteger, nullable=False),
     sa.Column("length", sa.Integer, nullable=False),
     sa.Column("kind", sa.SmallInteger, nullable=False),
+    # set when housekeeping found no recovery point referencing the chunk: left out of known_chunks from then
+    # on, deleted once no backup session that started before this moment is open (docs/retention.md)
+    sa.Column("condemned_ns", sa.BigInteger),
 )
 
 sessions = sa.Table(
@@ -116,6 +121,25 @@ recovery_points = sa.Table(
     sa.Column("refs", sa.LargeBinary, nullable=False),  # concatenated 32-byte chunk ids, sorted
     # the backup session that committed it: a repeated commit of one session finds its point here
     sa.Column("session_id", sa.String(64), unique=True, index=True),
+    sa.Column("keep_until_ns", sa.BigInteger),  # an on-demand point kept at least until then
+)
+
+retention = sa.Table(
+    # The retention rules the vault enforces for a machine: formats.policy.Retention as JSON.
+    "retention", metadata,
+    sa.Column("machine_id", sa.String(64), primary_key=True),
+    sa.Column("rules", sa.Text, nullable=False),
+    sa.Column("updated_ns", sa.BigInteger, nullable=False),
+)
+
+housekeeping = sa.Table(
+    # One row per housekeeping run (a vault-side job): when, how it ended and its figures as JSON.
+    "housekeeping", metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("started_ns", sa.BigInteger, nullable=False),
+    sa.Column("ended_ns", sa.BigInteger, nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("figures", sa.JSON, nullable=False),
 )
 
 

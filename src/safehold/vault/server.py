@@ -12,11 +12,12 @@ import re
 from collections.abc import Iterator
 from typing import Annotated, Any
 
+import msgspec
 import sqlalchemy as sa
 from fastapi import Depends, FastAPI, Header, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -24,6 +25,7 @@ from safehold import __version__
 from safehold.errors import SafeholdError, error, raise_error
 from safehold.formats import wire
 from safehold.formats.credentials import VaultCredentials
+from safehold.formats.policy import Retention
 from safehold.model import MachineId, MachineInfo, PackId
 from safehold.vault.service import VaultService
 
@@ -118,6 +120,27 @@ class RecoveryPointOut(BaseModel):
     status: str
     stats: dict[str, int | float]
     sealed_meta: str
+    keep_until_ns: int | None = None
+
+
+class RetentionIn(BaseModel):
+    """formats.policy.Retention: how long the vault keeps the machine's points (docs/retention.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    daily_days: int | None = 30
+    weekly_weeks: int | None = None
+    weekly_days: tuple[str, ...] = Field(default=("sat",), max_length=7)
+    monthly_months: int | None = None
+    monthly_on: str = Field(default="last-sat", max_length=16)
+    yearly_years: int | None = None
+    yearly_month: str = Field(default="dec", max_length=3)
+    yearly_on: str = Field(default="last-sat", max_length=16)
+    timezone: str = Field(default="UTC", max_length=64)
+
+
+class RetentionOut(BaseModel):
+    rules: RetentionIn | None
 
 
 class RemovedOut(BaseModel):
@@ -336,9 +359,20 @@ def create_app(svc: VaultService) -> FastAPI:
               openapi_extra=_binary_body(wire.MSGPACK_MEDIA_TYPE, "root, status, stats, sealed_meta, refs"))
     async def commit(mid: Machine, session: str, request: Request) -> dict[str, Any]:
         body = await _read_body(request, wire.MAX_IDS_BODY + 1024 * 1024)
-        root, status, stats, refs, sealed = wire.decode_commit(bytes(body))
-        rp = await run_in_threadpool(svc.commit, mid, _id(session, "session"), root, status, stats, refs, sealed)
+        root, status, stats, refs, sealed, keep_until = wire.decode_commit(bytes(body))
+        rp = await run_in_threadpool(svc.commit, mid, _id(session, "session"), root, status, stats, refs, sealed,
+                                     keep_until)
         return wire.rp_to_json(rp)
+
+    @app.get(f"{m}/retention", response_model=RetentionOut, tags=["machine"])
+    def retention(mid: Reader) -> RetentionOut:
+        rules = svc.retention(mid)
+        return RetentionOut(rules=None if rules is None else RetentionIn(**msgspec.structs.asdict(rules)))
+
+    @app.put(f"{m}/retention", response_model=RetentionOut, tags=["machine"])
+    def set_retention(mid: Machine, body: RetentionIn) -> RetentionOut:
+        svc.set_retention(mid, Retention(**body.model_dump()))
+        return retention(mid)
 
     @app.get(f"{m}/recovery-points", response_model=list[RecoveryPointOut], tags=["machine"])
     def recovery_points(mid: Reader) -> list[dict[str, Any]]:

@@ -16,13 +16,16 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 
 from safehold import __version__
 from safehold.errors import raise_error
 from safehold.formats import credentials as credfmt
+from safehold.formats import policy
 from safehold.formats.credentials import VaultCredentials
 from safehold.formats.pack import pack_id as compute_pack_id
+from safehold.formats.policy import Retention
 from safehold.model import (
     BackupStats,
     ChunkId,
@@ -57,7 +60,7 @@ def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _pack_name(machine_id: str, pack_id: str) -> str:
+def pack_name(machine_id: str, pack_id: str) -> str:
     return f"packs/{machine_id}/{pack_id[:2]}/{pack_id}"
 
 
@@ -86,7 +89,15 @@ def _recovery_point(r: Any) -> RecoveryPoint:
     return RecoveryPoint(
         rp_id=RecoveryPointId(r.rp_id), machine_id=MachineId(r.machine_id), created_ns=r.created_ns,
         root=ChunkId(bytes(r.root)), status=JobStatus(r.status), stats=BackupStats(**r.stats),
-        sealed_meta=bytes(r.sealed_meta))
+        sealed_meta=bytes(r.sealed_meta), keep_until_ns=r.keep_until_ns)
+
+
+def lock_machine(c: sa.Connection, machine_id: str) -> None:
+    """Serialize, until this transaction ends, the changes that decide whether a chunk is in use: commits, pack
+    intake and housekeeping of one machine. A write to the machine's row: a row lock on PostgreSQL, the write
+    lock on SQLite (taken first, so that the transaction never has to upgrade a stale read)."""
+    c.execute(sa.update(t.machines).where(t.machines.c.machine_id == machine_id)
+              .values(registered_ns=t.machines.c.registered_ns))
 
 
 class VaultService:
@@ -378,8 +389,12 @@ class VaultService:
     # ---- backup sessions ----------------------------------------------------------------------------
 
     def known_chunks(self, machine_id: MachineId) -> Iterator[ChunkId]:
+        """Chunks a new backup may deduplicate against: condemned ones (garbage about to go) are left out, so a
+        session that begins now never counts on them (docs/retention.md)."""
+        c_ = t.chunks.c
         with self.eng.connect() as c:
-            for (cid,) in c.execute(sa.select(t.chunks.c.chunk_id).where(t.chunks.c.machine_id == machine_id)):
+            for (cid,) in c.execute(sa.select(c_.chunk_id).where(c_.machine_id == machine_id,
+                                                                 c_.condemned_ns.is_(None))):
                 yield ChunkId(bytes(cid))
 
     def begin_session(self, machine_id: MachineId) -> str:
@@ -401,7 +416,7 @@ class VaultService:
         for e in entries:
             if e.offset < 8 or e.length <= 0 or e.offset + e.length > len(data) or len(e.chunk_id) != 32:
                 raise_error("IntegrityError", what=f"pack {pack_id[:16]} lists a chunk outside the pack")
-        name = _pack_name(machine_id, pack_id)
+        name = pack_name(machine_id, pack_id)
         if self.blobs.size(name) != len(data):
             self.blobs.put(name, data)
         now = self.clock.now_ns()
@@ -410,33 +425,49 @@ class VaultService:
         rows = [{"machine_id": machine_id, "chunk_id": e.chunk_id, "pack_id": pack_id,
                  "offset": e.offset, "length": e.length, "kind": e.kind}
                 for e in sorted(entries, key=lambda e: e.chunk_id)]
+        ids = [r["chunk_id"] for r in rows]
         with self.eng.begin() as c:
+            lock_machine(c, machine_id)
             c.execute(t.insert_ignore(t.packs, c.dialect.name).values(
                 machine_id=machine_id, pack_id=pack_id, size=len(data), created_ns=now))
+            c.execute(sa.update(t.packs).where(t.packs.c.machine_id == machine_id, t.packs.c.pack_id == pack_id,
+                                               t.packs.c.deleted_ns.is_not(None)).values(deleted_ns=None))
+            # A condemned chunk uploaded again (the session did not know it) takes the new copy: the old row
+            # may be swept at any moment, the new one belongs to a running session.
+            for i in range(0, len(ids), 500):
+                c.execute(sa.delete(t.chunks).where(t.chunks.c.machine_id == machine_id,
+                                                    t.chunks.c.chunk_id.in_(ids[i:i + 500]),
+                                                    t.chunks.c.condemned_ns.is_not(None)))
             if rows:
                 c.execute(t.insert_ignore(t.chunks, c.dialect.name), rows)
 
     def commit(self, machine_id: MachineId, session: str, root: ChunkId, status: JobStatus,
-               stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes) -> RecoveryPoint:
+               stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes,
+               keep_until_ns: int | None = None) -> RecoveryPoint:
         """Record the recovery point of a session. Once per session: committing it again (a retry after a lost
-        answer, or the same request taken by two vault servers) returns the point recorded the first time."""
+        answer, or the same request taken by two vault servers) returns the point recorded the first time.
+
+        `keep_until_ns`: an on-demand point that retention keeps at least until then. Every referenced chunk
+        must be in the index, condemned or not; the check and the insert hold the machine's lock, so housekeeping
+        cannot sweep a chunk between them, and referenced chunks stop being condemned."""
         with self.eng.connect() as c:
             done = self._committed(c, machine_id, session)
-        if done is None:
-            ref_set = set(refs)
-            ref_set.add(root)
-            known = set(self.known_chunks(machine_id))
-            missing = ref_set - known
-            if missing:
-                raise_error("ChunkMissing", chunk=next(iter(missing)).hex()[:16])
-            rp = RecoveryPoint(
-                rp_id=RecoveryPointId(uuid.uuid4().hex), machine_id=machine_id, created_ns=self.clock.now_ns(),
-                root=root, status=status, stats=stats, sealed_meta=sealed_meta)
+        ref_set = set(refs)
+        ref_set.add(root)
+        ordered = sorted(ref_set)
+        rp = RecoveryPoint(
+            rp_id=RecoveryPointId(uuid.uuid4().hex), machine_id=machine_id, created_ns=self.clock.now_ns(),
+            root=root, status=status, stats=stats, sealed_meta=sealed_meta, keep_until_ns=keep_until_ns)
         with self.eng.begin() as c:
+            if done is None:
+                lock_machine(c, machine_id)
+                done = self._committed(c, machine_id, session)  # committed meanwhile, by another request
+            if done is None:
+                self._check_present(c, machine_id, ordered)
             if done is None and not c.execute(t.insert_ignore(t.recovery_points, c.dialect.name).values(
                     rp_id=rp.rp_id, machine_id=machine_id, created_ns=rp.created_ns, root=root,
                     status=str(status), stats=asdict(stats), sealed_meta=sealed_meta,
-                    refs=b"".join(sorted(ref_set)), session_id=session),
+                    refs=b"".join(ordered), session_id=session, keep_until_ns=keep_until_ns),
                     execution_options={"preserve_rowcount": True}).rowcount:
                 done = self._committed(c, machine_id, session)  # committed meanwhile, by another request
                 if done is None:
@@ -444,6 +475,22 @@ class VaultService:
             c.execute(sa.delete(t.sessions).where(t.sessions.c.session_id == session,
                                                   t.sessions.c.machine_id == machine_id))
         return done or rp
+
+    @staticmethod
+    def _check_present(c: sa.Connection, machine_id: MachineId, ids: list[ChunkId]) -> None:
+        """ChunkMissing unless every id is in the index; condemned ones among them are in use again."""
+        c_ = t.chunks.c
+        for i in range(0, len(ids), 500):
+            batch = ids[i:i + 500]
+            rows = c.execute(sa.select(c_.chunk_id, c_.condemned_ns).where(
+                c_.machine_id == machine_id, c_.chunk_id.in_(batch))).all()
+            if len(rows) != len(batch):
+                found = {bytes(r.chunk_id) for r in rows}
+                raise_error("ChunkMissing", chunk=next(cid for cid in batch if cid not in found).hex()[:16])
+            revived = [r.chunk_id for r in rows if r.condemned_ns is not None]
+            if revived:
+                c.execute(sa.update(t.chunks).where(c_.machine_id == machine_id, c_.chunk_id.in_(revived))
+                          .values(condemned_ns=None))
 
     @staticmethod
     def _committed(c: sa.Connection, machine_id: MachineId, session: str) -> RecoveryPoint | None:
@@ -470,10 +517,26 @@ class VaultService:
         with self.eng.connect() as c:
             rows = c.execute(sa.select(*cols).where(t.recovery_points.c.machine_id == machine_id)
                              .order_by(t.recovery_points.c.created_ns)).all()
-        return [RecoveryPoint(
-            rp_id=RecoveryPointId(r.rp_id), machine_id=MachineId(r.machine_id), created_ns=r.created_ns,
-            root=ChunkId(bytes(r.root)), status=JobStatus(r.status), stats=BackupStats(**r.stats),
-            sealed_meta=bytes(r.sealed_meta)) for r in rows]
+        return [_recovery_point(r) for r in rows]
+
+    # ---- retention ----------------------------------------------------------------------------------------
+
+    def set_retention(self, machine_id: MachineId, rules: Retention) -> None:
+        """Store the retention the vault enforces for the machine's points (checked first: PolicyInvalid)."""
+        policy.check_retention(rules)
+        values = {"rules": msgspec.json.encode(rules).decode(), "updated_ns": self.clock.now_ns()}
+        with self.eng.begin() as c:
+            lock_machine(c, machine_id)
+            if not c.execute(sa.update(t.retention).where(t.retention.c.machine_id == machine_id).values(**values),
+                             execution_options={"preserve_rowcount": True}).rowcount:
+                c.execute(sa.insert(t.retention).values(machine_id=machine_id, **values))
+
+    def retention(self, machine_id: MachineId) -> Retention | None:
+        """The machine's retention rules; None when none were set (the vault then expires nothing)."""
+        with self.eng.connect() as c:
+            text = c.execute(sa.select(t.retention.c.rules).where(
+                t.retention.c.machine_id == machine_id)).scalar_one_or_none()
+        return None if text is None else msgspec.json.decode(text, type=Retention)
 
     def refs(self, machine_id: MachineId, rp_id: str) -> list[ChunkId]:
         with self.eng.connect() as c:
@@ -506,7 +569,7 @@ class VaultService:
 
     def read(self, machine_id: MachineId, pack_id: PackId, offset: int, length: int) -> bytes:
         try:
-            return self.blobs.get_range(_pack_name(machine_id, pack_id), offset, length)
+            return self.blobs.get_range(pack_name(machine_id, pack_id), offset, length)
         except FileNotFoundError:
             raise_error("ChunkMissing", chunk=f"pack {pack_id[:16]}")
         except OSError as exc:
@@ -516,17 +579,19 @@ class VaultService:
         """Size of a pack the vault holds and indexes, or None: how a retried upload learns it may skip."""
         with self.eng.connect() as c:
             size: int | None = c.execute(sa.select(t.packs.c.size).where(
-                t.packs.c.machine_id == machine_id, t.packs.c.pack_id == pack_id)).scalar_one_or_none()
+                t.packs.c.machine_id == machine_id, t.packs.c.pack_id == pack_id,
+                t.packs.c.deleted_ns.is_(None))).scalar_one_or_none()
         return size
 
     def packs(self, machine_id: MachineId) -> list[tuple[PackId, int]]:
         with self.eng.connect() as c:
             return [(PackId(r.pack_id), r.size) for r in c.execute(
-                sa.select(t.packs.c.pack_id, t.packs.c.size).where(t.packs.c.machine_id == machine_id))]
+                sa.select(t.packs.c.pack_id, t.packs.c.size).where(t.packs.c.machine_id == machine_id,
+                                                                   t.packs.c.deleted_ns.is_(None)))]
 
     def read_pack(self, machine_id: MachineId, pack_id: PackId) -> bytes:
         try:
-            return self.blobs.get(_pack_name(machine_id, pack_id))
+            return self.blobs.get(pack_name(machine_id, pack_id))
         except FileNotFoundError:
             raise_error("ChunkMissing", chunk=f"pack {pack_id[:16]}")
 
