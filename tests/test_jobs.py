@@ -14,6 +14,8 @@ import pytest
 
 from safehold.agent.joblock import JobLock
 from safehold.agent.jobs import JobHistory
+from safehold.model import MachineId
+from safehold.vault.service import VaultService
 
 from conftest import Cli, restored
 
@@ -77,7 +79,16 @@ def test_policy_set_show_and_a_backup_that_follows_it(registered: Cli, tmp_path:
     bad = registered("policy", "set", "--keep-weekly", "3")
     assert bad.code == 2 and "700601" in bad.err and "between 4 and 5,163" in bad.err
     assert registered.ok("policy", "show", "--json").json_lines()[0]["policy"] == doc, "a refused change keeps"
-    registered.ok("backup")
+    vault = VaultService.open_folder(tmp_path / "vault")
+    machine = MachineId(json.loads((registered.home / "registration.json").read_text())["machine_id"])
+    rules = vault.retention(machine)
+    assert rules is not None and rules.daily_days == 30 and rules.monthly_months == 12
+    assert rules.monthly_on == "day-last" and rules.timezone == "Europe/Stockholm", "the vault enforces these"
+    vault.close()
+    assert registered("backup", "--keep-until", "2001-01-01").code == 2
+    registered.ok("backup", "--keep-until", "2099-06-30")
+    points = registered.ok("recovery-points", "--json").json_lines()[0]["recovery_points"]
+    assert points[-1]["keep_until"].startswith("2099-06-30 23:59")
     target = tmp_path / "restore"
     registered.ok("restore", "latest", "--target", target)
     got = sorted(p.name for p in restored(target, src).iterdir())
@@ -130,6 +141,8 @@ def test_a_second_job_is_refused_and_recorded(registered: Cli, tmp_path: Path) -
     jobs = _jobs(registered)
     assert [(j["trigger"], j["status"], j["error_id"]) for j in jobs] == [
         ("manual", "Failed", "34528"), ("scheduled", "Failed", "34528")]
+    table = registered.ok("vault", "jobs", tmp_path / "vault").out
+    assert table.count("Failed") == 2 and "scheduled" in table
     assert "another job" in jobs[0]["error"]
     assert registered.ok("recovery-points", "--json").json_lines()[0]["recovery_points"] == []
 
@@ -147,6 +160,11 @@ def test_catch_up_run_after_the_machine_was_off(registered: Cli, tmp_path: Path)
     assert log[1]["message"] == "backup finished with exit code 0"
     jobs = _jobs(registered)
     assert [(j["trigger"], j["status"]) for j in jobs] == [("scheduled", "Completed")]
+    at_vault = [e for e in registered.ok("vault", "jobs", tmp_path / "vault", "--json").json_lines()
+                if e["event"] == "job"]
+    assert [(j["job_id"], j["trigger"], j["status"]) for j in at_vault] == [
+        (jobs[0]["job_id"], "scheduled", "Completed")], "the job is reported to the vault"
+    assert at_vault[0]["recovery_point"] == jobs[0]["recovery_point"]
     target = tmp_path / "restore"
     registered.ok("restore", jobs[0]["recovery_point"][:8], "--target", target)
     assert (restored(target, src) / "f").read_text() == "scheduled data"

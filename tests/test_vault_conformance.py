@@ -20,7 +20,7 @@ from safehold.formats.chunks import Sealer, chunk_id
 from safehold.formats.keys import MachineKeys
 from safehold.formats.pack import PackBuilder
 from safehold.formats.policy import Retention
-from safehold.model import CHUNK_DATA, BackupStats, ChunkId, JobStatus, MachineId, MachineInfo
+from safehold.model import CHUNK_DATA, BackupStats, ChunkId, JobRecord, JobStatus, MachineId, MachineInfo
 from safehold.ports import VaultClient
 from safehold.vault.housekeeping import Housekeeping
 from safehold.vault.service import VaultService
@@ -346,3 +346,30 @@ def test_on_demand_point_expires_after_its_date(subject: Subject) -> None:
     clock.advance(30 * 86_400)
     assert hk.run() is not None
     assert {p.rp_id for p in v.recovery_points(mid)} == {newest}
+
+
+def test_job_reports_are_kept_replaced_and_checked(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    first = JobRecord(uuid.uuid4().hex, "backup", "scheduled", 1_000, 2_000, JobStatus.WARNINGS, files=3,
+                      bytes=42, warnings=1, recovery_point=uuid.uuid4().hex)
+    refused = JobRecord(uuid.uuid4().hex, "backup", "manual", 3_000, 3_000, JobStatus.FAILED, error_id="34528",
+                        error_text="another job is running")
+    v.report_jobs(mid, [first, refused])
+    v.report_jobs(mid, [first])  # a report repeated after a lost answer replaces the row
+    assert v.jobs(mid) == [first, refused]
+    assert v.jobs(mid, limit=1) == [refused], "the newest jobs"
+    for bad in (JobRecord("not-an-id", "backup", "manual", 1, 2, JobStatus.COMPLETED),
+                JobRecord(uuid.uuid4().hex, "format-disk", "manual", 1, 2, JobStatus.COMPLETED),
+                JobRecord(uuid.uuid4().hex, "backup", "manual", -5, 2, JobStatus.COMPLETED),
+                JobRecord(uuid.uuid4().hex, "backup", "manual", 1, 2, JobStatus.FAILED, error_id="<script>")):
+        with pytest.raises(SafeholdError) as exc:
+            v.report_jobs(mid, [bad])
+        assert exc.value.spec.code == "InvalidArgument"
+    # another machine cannot overwrite this machine's job
+    other = _machine("other-host")
+    other_keys = MachineKeys.generate()
+    subject.svc.register(subject.svc.issue_credentials(), other, keyfmt.wrap(other_keys, PASSPHRASE),
+                         other_keys.key_verifier, None)
+    with pytest.raises(SafeholdError):
+        subject.svc.report_jobs(other.machine_id, [first])
+    assert subject.svc.jobs(other.machine_id) == [] and v.jobs(mid)[0] == first

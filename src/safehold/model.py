@@ -83,3 +83,21 @@ class RecoveryPoint:
     stats: BackupStats = field(default_factory=BackupStats)
     sealed_meta: bytes = b""  # host name, paths, job id: encrypted by the agent, opaque to the vault
     keep_until_ns: int | None = None  # an on-demand point: retention keeps it at least until then
+
+
+@dataclass(frozen=True)
+class JobRecord:
+    """One job of an agent as the vault keeps it (the agent's history is the source; it reports each job)."""
+
+    job_id: str
+    kind: str  # backup | restore
+    trigger: str  # manual | scheduled
+    started_ns: int
+    ended_ns: int | None
+    status: JobStatus
+    files: int = 0
+    bytes: int = 0
+    warnings: int = 0
+    recovery_point: str | None = None
+    error_id: str | None = None
+    error_text: str | None = None

@@ -16,6 +16,7 @@ from safehold.model import (
     BackupStats,
     ChunkId,
     ChunkLocation,
+    JobRecord,
     JobStatus,
     MachineId,
     MachineInfo,
@@ -89,6 +90,13 @@ class VaultClient(Protocol):
     # retention (the vault enforces it: expiry and garbage collection need no key)
     def set_retention(self, machine_id: MachineId, rules: Retention) -> None: ...
     def retention(self, machine_id: MachineId) -> Retention | None: ...
+
+    # the job history
+    def report_jobs(self, machine_id: MachineId, jobs: list[JobRecord]) -> None:
+        """Record finished jobs of the machine at the vault; reporting one again replaces it."""
+        ...
+
+    def jobs(self, machine_id: MachineId, limit: int = 100) -> list[JobRecord]: ...
 
     # reading
     def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]: ...

@@ -250,7 +250,8 @@ class BackupEngine:
 
     # ---- top level --------------------------------------------------------------------------------
 
-    def run(self, paths: list[str], previous: RecoveryPoint | None = None, job_id: str | None = None) -> BackupResult:
+    def run(self, paths: list[str], previous: RecoveryPoint | None = None, job_id: str | None = None,
+            keep_until_ns: int | None = None) -> BackupResult:
         targets = self._targets(paths)
         job_id = job_id or uuid.uuid4().hex
         started = time.time_ns()
@@ -276,7 +277,7 @@ class BackupEngine:
             meta = RecoveryPointMeta(self.hostname, targets, job_id, started, root)
             status = JobStatus.WARNINGS if self.failed else JobStatus.COMPLETED
             rp = self.vault.commit(self.machine_id, session, root, status, stats, self.refs,
-                                   seal_meta(self.sealer, meta))
+                                   seal_meta(self.sealer, meta), keep_until_ns)
         except BaseException:
             self.up.close()  # no upload may land after the session is gone
             self.vault.abort_session(self.machine_id, session)

@@ -105,6 +105,7 @@ def run_backup(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, cac
             lock = JobLock(cache.lock_file, f"backup {job_id}").__enter__()
         except SafeholdError as exc:
             history.refused("backup", request.trigger, exc.spec.id_text, exc.text)
+            history.report(vault, machine_id)
             raise
         try:
             history.start("backup", request.trigger, job_id)
@@ -115,9 +116,11 @@ def run_backup(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, cac
             except KeyboardInterrupt:
                 history.finish(job_id, JobStatus.CANCELLED, error_id="700406",
                                error_text="cancelled by Ctrl-C, SIGTERM or `safehold jobs stop`")
+                history.report(vault, machine_id)
                 return BackupOutcome(job_id, JobStatus.CANCELLED, None, None)
             except SafeholdError as exc:
                 history.finish(job_id, JobStatus.FAILED, error_id=exc.spec.id_text, error_text=exc.text)
+                history.report(vault, machine_id)
                 raise
             except BaseException as exc:
                 history.finish(job_id, JobStatus.FAILED, error_id="700003", error_text=f"{type(exc).__name__}: {exc}")
@@ -129,6 +132,7 @@ def run_backup(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, cac
         history.finish(job_id, rp.status, files=rp.stats.files, nbytes=rp.stats.bytes_scanned,
                        warnings=len(result.failed), recovery_point=rp.rp_id,
                        failed_list=str(failed_list) if failed_list else None)
+        history.report(vault, machine_id)
     return BackupOutcome(job_id, rp.status, result, failed_list)
 
 
@@ -142,6 +146,7 @@ def _engine_run(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, ca
                           f"the checksum store was damaged ({damage}) and was set aside"))
         previous = vault.recovery_points(machine_id)
         engine = BackupEngine(vault, machine_id, keys, store, events, request.excludes, skip_dirs, hostname=hostname)
-        return engine.run(request.paths, previous[-1] if previous else None, job_id=job_id)
+        return engine.run(request.paths, previous[-1] if previous else None, job_id=job_id,
+                          keep_until_ns=request.keep_until_ns)
     finally:
         store.close()

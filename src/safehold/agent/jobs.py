@@ -16,8 +16,9 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from safehold.errors import raise_error
-from safehold.model import JobStatus
+from safehold.errors import SafeholdError, raise_error
+from safehold.model import JobRecord, JobStatus, MachineId
+from safehold.ports import VaultClient
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -67,6 +68,12 @@ class Job:
     @property
     def running(self) -> bool:
         return self.status == JobStatus.RUNNING
+
+    def record(self) -> JobRecord:
+        return JobRecord(job_id=self.job_id, kind=self.kind, trigger=self.trigger, started_ns=self.started_ns,
+                         ended_ns=self.ended_ns, status=self.status, files=self.files, bytes=self.bytes,
+                         warnings=self.warnings, recovery_point=self.recovery_point, error_id=self.error_id,
+                         error_text=self.error_text)
 
     def as_dict(self) -> dict[str, object]:
         return {"job_id": self.job_id, "kind": self.kind, "trigger": self.trigger, "started_ns": self.started_ns,
@@ -183,6 +190,19 @@ class JobHistory:
     def _select(self, tail: str, args: tuple[object, ...]) -> Iterator[Job]:
         for r in self.db.execute(f"SELECT {', '.join(COLUMNS)} FROM jobs {tail}", args):  # noqa: S608
             yield _row(r)
+
+    def report(self, vault: VaultClient, machine_id: MachineId) -> int:
+        """Send the vault the jobs it has not seen; returns how many. A vault that cannot be reached now
+        gets them with the next job's report, so a failure here never fails a job."""
+        pending = self.unreported()
+        if not pending:
+            return 0
+        try:
+            vault.report_jobs(machine_id, [j.record() for j in pending])
+        except (SafeholdError, OSError):
+            return 0
+        self.mark_reported([j.job_id for j in pending])
+        return len(pending)
 
     # ---- control ------------------------------------------------------------------------------------------
 

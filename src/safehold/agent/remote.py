@@ -7,6 +7,7 @@ with backoff, and turns every failure into the catalog error the embedded vault 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import email.utils
 import hashlib
 import os
@@ -30,6 +31,7 @@ from safehold.model import (
     BackupStats,
     ChunkId,
     ChunkLocation,
+    JobRecord,
     JobStatus,
     MachineId,
     MachineInfo,
@@ -339,6 +341,15 @@ class RemoteVault(VaultHttp):
             return None
         return msgspec.convert(doc["rules"], type=Retention)
 
+    def report_jobs(self, machine_id: MachineId, jobs: list[JobRecord]) -> None:
+        body = msgspec.json.encode([{**dataclasses.asdict(j), "status": str(j.status)} for j in jobs])
+        self.request("POST", f"{self._m(machine_id)}/jobs", content=lambda: body,
+                     headers={"Content-Type": "application/json"})
+
+    def jobs(self, machine_id: MachineId, limit: int = 100) -> list[JobRecord]:
+        docs = self.get(f"{self._m(machine_id)}/jobs?limit={int(limit)}").json()
+        return [JobRecord(**{**d, "status": JobStatus(d["status"])}) for d in docs]
+
     def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]:
         return [wire.rp_from_json(d) for d in self.get(f"{self._m(machine_id)}/recovery-points").json()]
 
@@ -390,4 +401,9 @@ class RemoteAdmin(VaultHttp):
 
     def machines(self) -> list[dict[str, Any]]:
         result: list[dict[str, Any]] = self.get(f"{wire.API}/admin/machines").json()
+        return result
+
+    def jobs(self, limit: int = 100, machine: str | None = None) -> dict[str, Any]:
+        params = {"limit": str(int(limit)), **({"machine": machine} if machine else {})}
+        result: dict[str, Any] = self.get(f"{wire.API}/admin/jobs?{urllib.parse.urlencode(params)}").json()
         return result

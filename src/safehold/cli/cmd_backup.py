@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime as dt
 import threading
+import time
 from pathlib import Path
 
 import click
@@ -28,17 +31,21 @@ EXIT_WARNINGS = 3
 @click.option("--exclude", "-e", multiple=True, metavar="PATTERN",
               help="Skip matching items: a pattern with '/' matches the full path, else the name (fnmatch).")
 @click.option("--passphrase-file", metavar="FILE", help="Passphrase file (default: the one stored at registration).")
+@click.option("--keep-until", metavar="DATE",
+              help="Keep this recovery point at least until DATE (YYYY-MM-DD, or an ISO time), whatever the "
+                   "retention says.")
 @click.option("--scheduled", is_flag=True, hidden=True, help="Started by the agent daemon for the schedule.")
 @click.option("--json", "as_json", is_flag=True, help="JSON lines: progress, failed items, summary.")
 @click.pass_obj
 def command(obj: dict[str, str | None], paths: tuple[str, ...], exclude: tuple[str, ...],
-            passphrase_file: str | None, scheduled: bool, as_json: bool) -> None:
+            passphrase_file: str | None, keep_until: str | None, scheduled: bool, as_json: bool) -> None:
     """Back up PATHS (files or folders) into a new recovery point; without PATHS, what the policy names.
 
     Files that cannot be read are skipped and listed; the job then ends "completed with warnings"
     (exit code 3) and everything else is kept. Ctrl-C or `safehold jobs stop` cancels it (exit code 130).
     """
     trigger = SCHEDULED if scheduled else MANUAL
+    keep_until_ns = _keep_until(keep_until) if keep_until else None
     try:
         agent = load_agent(obj.get("home"), passphrase_file)
         policy = policyfile.load(agent.home)
@@ -51,7 +58,22 @@ def command(obj: dict[str, str | None], paths: tuple[str, ...], exclude: tuple[s
         request = request_from_policy(policy, trigger, list(exclude))
     else:
         raise_error("PolicyNotSet")
-    _run(agent, request, as_json)
+    _run(agent, dataclasses.replace(request, keep_until_ns=keep_until_ns), as_json)
+
+
+def _keep_until(text: str) -> int:
+    """A date (the end of that day, local time) or an ISO time; it must lie in the future."""
+    try:
+        when = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise_error("InvalidArgument", what=f"--keep-until {text!r}: give a date as 2027-06-30 or an ISO time")
+    if len(text) <= 10:  # a date alone: keep through that whole day
+        when = when.replace(hour=23, minute=59, second=59)
+    if when.tzinfo is None:
+        when = when.astimezone()
+    if when.timestamp() <= time.time():
+        raise_error("InvalidArgument", what=f"--keep-until {text}: the date has passed")
+    return int(when.timestamp()) * 1_000_000_000
 
 
 def _record_refused(home_dir: str | None, trigger: str, exc: SafeholdError) -> None:

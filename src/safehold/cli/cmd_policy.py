@@ -11,11 +11,13 @@ import msgspec
 from safehold.agent import policyfile
 from safehold.agent.home import AgentHome, default_home
 from safehold.agent.scheduler import Scheduler
+from safehold.cli.context import connect
 from safehold.cli.render import emit_json
 from safehold.errors import raise_error
 from safehold.formats import policy as pf
 from safehold.formats.policy import Policy
 from safehold.i18n import _
+from safehold.model import MachineId
 from safehold.ports import SystemClock
 
 
@@ -198,6 +200,10 @@ def set_(obj: dict[str, str | None], include: tuple[str, ...], exclude: tuple[st
         changes.setdefault("weekly_days", schedule.days[:1])
     r = msgspec.structs.replace(r, **changes)
     new = pf.check(Policy(files=files, schedule=schedule, retention=r))
+    if old is None or new.retention != old.retention:
+        # the vault enforces retention: it learns the rules first, so a refusal leaves the local policy as it was
+        reg = home.load()
+        connect(home, reg).set_retention(MachineId(reg.machine_id), new.retention)
     policyfile.save(home, new)
     if new.schedule is not None and not home.schedule_state_file.exists():
         # scheduled times from now on are owed, also when the daemon starts later

@@ -37,7 +37,8 @@ def command(obj: dict[str, str | None], passphrase_file: str | None, as_json: bo
         emit_json({"recovery_points": [
             {"id": rp.rp_id, "time": human_time(rp.created_ns), "created_ns": rp.created_ns,
              "status": str(rp.status), "hostname": host, "paths": paths, "files": rp.stats.files,
-             "bytes": rp.stats.bytes_scanned, "bytes_new_stored": rp.stats.bytes_new_stored}
+             "bytes": rp.stats.bytes_scanned, "bytes_new_stored": rp.stats.bytes_new_stored,
+             "keep_until": human_time(rp.keep_until_ns) if rp.keep_until_ns else None}
             for rp, host, paths in rows]})
         return
     if not rows:

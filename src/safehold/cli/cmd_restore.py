@@ -94,6 +94,7 @@ def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, .
             raise
         finally:
             lock.__exit__(None, None, None)
+            history.report(agent.vault, agent.machine_id)
     if status == JobStatus.CANCELLED:
         raise SystemExit(130)
     if status == JobStatus.FAILED:

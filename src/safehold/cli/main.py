@@ -27,6 +27,7 @@ from safehold.cli import (
     cmd_settings,
     cmd_vault,
     cmd_vault_housekeeping,
+    cmd_vault_jobs,
     cmd_vault_migrate,
     cmd_vault_serve,
 )
@@ -54,6 +55,7 @@ for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_res
 cmd_vault.command.add_command(cmd_vault_migrate.command)
 cmd_vault.command.add_command(cmd_vault_serve.command)
 cmd_vault.command.add_command(cmd_vault_housekeeping.command)
+cmd_vault.command.add_command(cmd_vault_jobs.command)
 cli.add_command(cmd_browse.ls)
 cli.add_command(cmd_browse.find)
 

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest revision in migrations/versions; tests/test_catalog.py checks it against Alembic's own view.
-HEAD = "0003"
+HEAD = "0004"
 VERSION_TABLE = "alembic_version"
 
 # Names for constraints, so that later revisions (batch mode on SQLite) can refer to them.
@@ -140,6 +140,27 @@ housekeeping = sa.Table(
     sa.Column("ended_ns", sa.BigInteger, nullable=False),
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("figures", sa.JSON, nullable=False),
+)
+
+
+jobs = sa.Table(
+    # The agents' jobs as each reports them after it ends (model.JobRecord); the agent's own history is the
+    # source, so a report repeated after a lost answer replaces the row.
+    "jobs", metadata,
+    sa.Column("job_id", sa.String(64), primary_key=True),
+    sa.Column("machine_id", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("trigger", sa.String(16), nullable=False),
+    sa.Column("started_ns", sa.BigInteger, nullable=False),
+    sa.Column("ended_ns", sa.BigInteger),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("files", sa.BigInteger, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("warnings", sa.BigInteger, nullable=False),
+    sa.Column("recovery_point", sa.String(64)),
+    sa.Column("error_id", sa.String(16)),
+    sa.Column("error_text", sa.String(2000)),
+    sa.Column("reported_ns", sa.BigInteger, nullable=False),
 )
 
 

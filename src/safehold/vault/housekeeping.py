@@ -32,6 +32,9 @@ REPACK_BELOW = 0.5
 ADVISORY_KEY = 7_007_010_001  # one housekeeping at a time on a PostgreSQL catalog shared by vault servers
 
 
+REPACK_MIN_GARBAGE = 64 * 1024  # bytes of garbage below which a pack is never rewritten
+
+
 @dataclass
 class Figures:
     """What one housekeeping run did (or, with dry_run, would do)."""
@@ -153,8 +156,11 @@ class Housekeeping:
                 if r.chunk_id not in gone:
                     live[r.pack_id].append(r)
             empty = [pid for pid in packs if not live.get(pid) and settled(pid)]
+            # Mostly garbage, and enough of it to be worth a rewrite: a small pack's own header and listing
+            # would otherwise count as garbage and have it rewritten at every run.
             sparse = [pid for pid, (size, _) in packs.items() if live.get(pid) and settled(pid)
-                      and sum(r.length for r in live[pid]) < self.repack_below * size]
+                      and sum(r.length for r in live[pid]) < self.repack_below * size
+                      and size - sum(r.length for r in live[pid]) >= REPACK_MIN_GARBAGE]
             fig.packs_deleted += len(empty)
             if not dry_run:
                 self._update(c, mid, t.chunks.c.chunk_id, revive, condemned_ns=None)

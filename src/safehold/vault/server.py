@@ -10,6 +10,7 @@ import binascii
 import logging
 import re
 from collections.abc import Iterator
+from dataclasses import asdict
 from typing import Annotated, Any
 
 import msgspec
@@ -26,7 +27,8 @@ from safehold.errors import SafeholdError, error, raise_error
 from safehold.formats import wire
 from safehold.formats.credentials import VaultCredentials
 from safehold.formats.policy import Retention
-from safehold.model import MachineId, MachineInfo, PackId
+from safehold.model import JobRecord, JobStatus, MachineId, MachineInfo, PackId
+from safehold.vault.housekeeping import Housekeeping
 from safehold.vault.service import VaultService
 
 log = logging.getLogger("safehold.vault")
@@ -141,6 +143,25 @@ class RetentionIn(BaseModel):
 
 class RetentionOut(BaseModel):
     rules: RetentionIn | None
+
+
+class JobIn(BaseModel):
+    """model.JobRecord: one job of the machine, reported when it ended (checked again by the service)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    job_id: str = Field(pattern=r"^[0-9a-f]{32}$")
+    kind: str = Field(max_length=16)
+    trigger: str = Field(max_length=16)
+    started_ns: int = Field(ge=0)
+    ended_ns: int | None = Field(default=None, ge=0)
+    status: str = Field(max_length=32)
+    files: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0)
+    warnings: int = Field(default=0, ge=0)
+    recovery_point: str | None = Field(default=None, max_length=64)
+    error_id: str | None = Field(default=None, max_length=16)
+    error_text: str | None = Field(default=None, max_length=4000)
 
 
 class RemovedOut(BaseModel):
@@ -374,6 +395,15 @@ def create_app(svc: VaultService) -> FastAPI:
         svc.set_retention(mid, Retention(**body.model_dump()))
         return retention(mid)
 
+    @app.post(f"{m}/jobs", status_code=204, tags=["machine"], response_class=Response)
+    def report_jobs(mid: Machine, body: Annotated[list[JobIn], Field(max_length=1000)]) -> Response:
+        svc.report_jobs(mid, [_job(j) for j in body])
+        return Response(status_code=204)
+
+    @app.get(f"{m}/jobs", response_model=list[JobIn], tags=["machine"])
+    def jobs(mid: Reader, limit: int = 100) -> list[dict[str, Any]]:
+        return [_job_json(j) for j in svc.jobs(mid, limit)]
+
     @app.get(f"{m}/recovery-points", response_model=list[RecoveryPointOut], tags=["machine"])
     def recovery_points(mid: Reader) -> list[dict[str, Any]]:
         return [wire.rp_to_json(rp) for rp in svc.recovery_points(mid)]
@@ -417,6 +447,13 @@ def create_app(svc: VaultService) -> FastAPI:
     def machines() -> list[dict[str, Any]]:
         return svc.machines()
 
+    @app.get(f"{a}/jobs", tags=["admin"], dependencies=[Admin])
+    def all_jobs(limit: int = 100, machine: str | None = None) -> dict[str, Any]:
+        hosts = svc.job_machines()
+        return {"jobs": [{**_job_json(j), "machine_id": mid, "hostname": hosts.get(mid, "?")}
+                         for mid, j in svc.jobs_with_machines(MachineId(machine) if machine else None, limit)],
+                "housekeeping": Housekeeping(svc).history(min(limit, 1000))}
+
     @app.get(f"{a}/settings", tags=["admin"], dependencies=[Admin])
     def settings() -> dict[str, Any]:
         return _settings(svc)
@@ -430,6 +467,18 @@ def create_app(svc: VaultService) -> FastAPI:
         return _settings(svc)
 
     return app
+
+
+def _job(j: JobIn) -> JobRecord:
+    try:
+        status = JobStatus(j.status)
+    except ValueError:
+        raise_error("InvalidArgument", what="a job report with an unknown status")
+    return JobRecord(**{**j.model_dump(), "status": status})
+
+
+def _job_json(j: JobRecord) -> dict[str, Any]:
+    return {**asdict(j), "status": str(j.status)}
 
 
 def _settings(svc: VaultService) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import secrets
 import uuid
 from collections.abc import Iterable, Iterator
@@ -30,6 +31,7 @@ from safehold.model import (
     BackupStats,
     ChunkId,
     ChunkLocation,
+    JobRecord,
     JobStatus,
     MachineId,
     MachineInfo,
@@ -98,6 +100,30 @@ def lock_machine(c: sa.Connection, machine_id: str) -> None:
     lock on SQLite (taken first, so that the transaction never has to upgrade a stale read)."""
     c.execute(sa.update(t.machines).where(t.machines.c.machine_id == machine_id)
               .values(registered_ns=t.machines.c.registered_ns))
+
+
+MAX_JOBS_PER_REPORT = 1000
+JOB_KINDS = frozenset({"backup", "restore", "mount"})
+JOB_TRIGGERS = frozenset({"manual", "scheduled"})
+_JOB_ID = re.compile(r"[0-9a-f]{32}")
+_ERROR_ID = re.compile(r"(0x[0-9A-F]{1,8}|[0-9]{1,9})")
+
+
+def _job_row(machine_id: MachineId, j: JobRecord, now_ns: int) -> dict[str, Any]:
+    """A reported job, checked field by field: the report comes from the network."""
+    if not _JOB_ID.fullmatch(j.job_id) or j.kind not in JOB_KINDS or j.trigger not in JOB_TRIGGERS:
+        raise_error("InvalidArgument", what="a job report with an unknown id, kind or trigger")
+    if j.error_id is not None and not _ERROR_ID.fullmatch(j.error_id):
+        raise_error("InvalidArgument", what="a job report with a malformed error id")
+    if j.recovery_point is not None and not _JOB_ID.fullmatch(j.recovery_point):
+        raise_error("InvalidArgument", what="a job report with a malformed recovery point id")
+    numbers = (j.started_ns, j.ended_ns or 0, j.files, j.bytes, j.warnings)
+    if any(not 0 <= n < 2**63 for n in numbers):
+        raise_error("InvalidArgument", what="a job report with a number out of range")
+    return {"job_id": j.job_id, "machine_id": machine_id, "kind": j.kind, "trigger": j.trigger,
+            "started_ns": j.started_ns, "ended_ns": j.ended_ns, "status": str(JobStatus(j.status)),
+            "files": j.files, "bytes": j.bytes, "warnings": j.warnings, "recovery_point": j.recovery_point,
+            "error_id": j.error_id, "error_text": (j.error_text or "")[:2000] or None, "reported_ns": now_ns}
 
 
 class VaultService:
@@ -537,6 +563,49 @@ class VaultService:
             text = c.execute(sa.select(t.retention.c.rules).where(
                 t.retention.c.machine_id == machine_id)).scalar_one_or_none()
         return None if text is None else msgspec.json.decode(text, type=Retention)
+
+    # ---- the agents' job history ----------------------------------------------------------------------
+
+    def report_jobs(self, machine_id: MachineId, jobs: list[JobRecord]) -> None:
+        """Record jobs the machine ran; a job reported again replaces its row. Another machine's job id is refused."""
+        if len(jobs) > MAX_JOBS_PER_REPORT:
+            raise_error("InvalidArgument", what=f"at most {MAX_JOBS_PER_REPORT} jobs per report")
+        rows = [_job_row(machine_id, j, self.clock.now_ns()) for j in jobs]
+        if not rows:
+            return
+        ids = [r["job_id"] for r in rows]
+        with self.eng.begin() as c:
+            lock_machine(c, machine_id)
+            theirs = c.execute(sa.select(t.jobs.c.job_id).where(
+                t.jobs.c.job_id.in_(ids), t.jobs.c.machine_id != machine_id)).first()
+            if theirs is not None:
+                raise_error("InvalidArgument", what="a job id of another machine")
+            c.execute(sa.delete(t.jobs).where(t.jobs.c.job_id.in_(ids)))
+            c.execute(sa.insert(t.jobs), rows)
+
+    def jobs(self, machine_id: MachineId, limit: int = 100) -> list[JobRecord]:
+        """The machine's newest jobs, oldest first."""
+        return [j for _mid, j in self.jobs_with_machines(machine_id, limit)]
+
+    def jobs_with_machines(self, machine_id: MachineId | None = None,
+                           limit: int = 100) -> list[tuple[MachineId, JobRecord]]:
+        """The newest jobs of one machine or of all, oldest first, each with its machine."""
+        j = t.jobs.c
+        q = sa.select(t.jobs).order_by(j.started_ns.desc(), j.job_id).limit(max(1, min(limit, 10_000)))
+        if machine_id is not None:
+            q = q.where(j.machine_id == machine_id)
+        with self.eng.connect() as c:
+            rows = c.execute(q).all()
+        return [(MachineId(r.machine_id), JobRecord(
+            job_id=r.job_id, kind=r.kind, trigger=r.trigger, started_ns=r.started_ns, ended_ns=r.ended_ns,
+            status=JobStatus(r.status), files=r.files, bytes=r.bytes, warnings=r.warnings,
+            recovery_point=r.recovery_point, error_id=r.error_id, error_text=r.error_text)) for r in reversed(rows)]
+
+    def job_machines(self) -> dict[str, str]:
+        """Machine id -> host name, for showing whose job a row is."""
+        with self.eng.connect() as c:
+            return {r.machine_id: r.hostname for r in c.execute(
+                sa.select(t.machines.c.machine_id, t.machines.c.hostname))}
 
     def refs(self, machine_id: MachineId, rp_id: str) -> list[ChunkId]:
         with self.eng.connect() as c:
