@@ -18,6 +18,7 @@ from safehold.cli import (
     cmd_check,
     cmd_doctor,
     cmd_errors,
+    cmd_mount,
     cmd_recovery_points,
     cmd_register,
     cmd_restore,
@@ -51,6 +52,8 @@ cmd_vault.command.add_command(cmd_vault_migrate.command)
 cmd_vault.command.add_command(cmd_vault_serve.command)
 cli.add_command(cmd_browse.ls)
 cli.add_command(cmd_browse.find)
+cli.add_command(cmd_mount.mount)
+cli.add_command(cmd_mount.unmount)
 
 
 # Trees are walked recursively, one Python frame pair per folder level; allow deep trees.

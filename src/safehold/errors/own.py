@@ -218,4 +218,40 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                  "(or the ones given with --tls-cert/--tls-key).",),
         exit_code=2,
     ),
+    # 7008xx: mounting recovery points (Instant Restore)
+    ErrorSpec(
+        700801, "FuseUnavailable", "Recovery points cannot be mounted on this machine: {reason}.",
+        causes=("FUSE 3 (the fusermount3 program and the libfuse3 library) is not installed.",
+                "The fuse kernel module is not loaded, or /dev/fuse is not passed into this container."),
+        actions=("Install FUSE 3: `apt-get install fuse3` (Debian, Ubuntu) or `dnf install fuse3` (Fedora).",
+                 "Load the kernel module with `modprobe fuse` and check that /dev/fuse exists; in a container, "
+                 "pass the device (for example `--device /dev/fuse --cap-add SYS_ADMIN`).",
+                 "Or restore the files instead: `safehold restore RP PATH --target FOLDER`."),
+        exit_code=2,
+    ),
+    ErrorSpec(
+        700802, "MountPointUnusable", "Nothing can be mounted at {path}: {reason}.",
+        causes=("The mount point must be an existing, empty folder with nothing mounted on it.",),
+        actions=("Create an empty folder (`mkdir -p PATH`) and give it as the mount point.",
+                 "If a recovery point is still mounted there, unmount it with `safehold unmount PATH`."),
+        exit_code=2,
+    ),
+    ErrorSpec(
+        700803, "MountFailed", "The recovery point could not be mounted at {path}: {reason}.",
+        causes=("The FUSE mount was refused, or the mount process stopped before the mount was ready.",),
+        actions=("Read the mount's log named in the message for the reason.",
+                 "Run the mount with --foreground to see its messages directly."),
+    ),
+    ErrorSpec(
+        700804, "NotMounted", "No recovery point of this machine is mounted at {path}.",
+        causes=("The path was mistyped, or the mount ended already (unmounted, or its idle timeout passed).",),
+        actions=("See what is mounted with `findmnt -t fuse.safehold`.",),
+        exit_code=2,
+    ),
+    ErrorSpec(
+        700805, "UnmountFailed", "{path} could not be unmounted: {reason}.",
+        causes=("A program still has files open or its working folder inside the mount.",),
+        actions=("Close the programs using the mount (`fuser -vm PATH` names them) and unmount again.",
+                 "Or detach it now with `safehold unmount --lazy PATH`; it goes once no one uses it."),
+    ),
 )
