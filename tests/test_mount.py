@@ -213,7 +213,7 @@ def test_killed_mount_is_cleaned_up_by_the_next_mount_and_by_unmount(registered:
     for finish in ("mount", "unmount"):
         with mounted(registered, "latest", mnt) as info:
             os.kill(info["pid"], signal.SIGKILL)
-            _wait(lambda: _dead(mnt), "the mount to lose its process")  # noqa: B023
+            _wait(lambda: _dead(mnt), "the mount to lose its process")
             with pytest.raises(OSError) as exc:
                 os.listdir(mnt)
             assert exc.value.errno == errno.ENOTCONN
@@ -273,7 +273,7 @@ def test_mount_point_and_fuse_problems_are_clear_errors(registered: Cli, tmp_pat
     no_tools = tmp_path / "bin"
     no_tools.mkdir()
     r = registered("mount", "latest", empty, env={"PATH": str(no_tools)})
-    assert r.code == 2 and "700801" in r.err and "fusermount3" in r.err and "apt-get install fuse3" in r.err
+    assert r.code != 0 and "34542" in r.err and "fusermount3 is not installed" in r.err and "fuse3" in r.err
     r = registered("mount", "nope", empty)
     assert r.code != 0 and "700203" in r.err
     assert not _mounted_here(empty)

@@ -138,7 +138,7 @@ def clean_dead(home: AgentHome, mountpoint: str) -> bool:
         return False
     problem = fusermount(mountpoint, lazy=True)
     if problem is not None:
-        raise_error("UnmountFailed", path=mountpoint, reason=problem)
+        raise_error("MountStale", detail=f"{mountpoint}: {problem}")
     remove(home, mountpoint)
     return True
 

@@ -158,8 +158,8 @@ def _background(run: Callable[[Callable[[], None]], None], mountpoint: str, log_
         while b"\n" not in got:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([r], [], [], left)[0]:
-                raise_error("MountFailed", path=mountpoint,
-                            reason=f"not ready after {READY_TIMEOUT_S:.0f} s; see {log_file}")
+                raise_error("MountFailed", detail=f"{mountpoint}: not ready after {READY_TIMEOUT_S:.0f} s; "
+                                                  f"see {log_file}")
             part = os.read(r, 4096)
             if not part:
                 break
@@ -170,7 +170,7 @@ def _background(run: Callable[[Callable[[], None]], None], mountpoint: str, log_
         return pid
     os.waitpid(pid, 0)
     reason = got.decode(errors="replace").removeprefix("error ").strip() or _tail(log_file)
-    raise_error("MountFailed", path=mountpoint, reason=f"{reason}; see {log_file}")
+    raise_error("MountFailed", detail=f"{mountpoint}: {reason}; see {log_file}")
 
 
 def _tail(path: Path) -> str:
@@ -209,7 +209,7 @@ def mount(obj: dict[str, str | None], args: tuple[str, ...], all_points: bool, f
     timeout_s = parse_duration(idle_timeout)
     problem = mounts.fuse_problem()
     if problem is not None:
-        raise_error("FuseUnavailable", reason=problem)
+        raise_error("FuseUnavailable", detail=problem)
     agent = load_agent(obj.get("home"), passphrase_file)
     if mounts.clean_dead(agent.home, mountpoint) and not as_json:
         click.echo(_("A mount at {path} whose process had stopped was cleaned up.").format(path=mountpoint))

@@ -218,29 +218,14 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                  "(or the ones given with --tls-cert/--tls-key).",),
         exit_code=2,
     ),
-    # 7008xx: mounting recovery points (Instant Restore)
-    ErrorSpec(
-        700801, "FuseUnavailable", "Recovery points cannot be mounted on this machine: {reason}.",
-        causes=("FUSE 3 (the fusermount3 program and the libfuse3 library) is not installed.",
-                "The fuse kernel module is not loaded, or /dev/fuse is not passed into this container."),
-        actions=("Install FUSE 3: `apt-get install fuse3` (Debian, Ubuntu) or `dnf install fuse3` (Fedora).",
-                 "Load the kernel module with `modprobe fuse` and check that /dev/fuse exists; in a container, "
-                 "pass the device (for example `--device /dev/fuse --cap-add SYS_ADMIN`).",
-                 "Or restore the files instead: `safehold restore RP PATH --target FOLDER`."),
-        exit_code=2,
-    ),
+    # 7008xx: mounting recovery points (Instant Restore); MountFailed, FuseUnavailable and MountStale are the
+    # article's 34540-34543
     ErrorSpec(
         700802, "MountPointUnusable", "Nothing can be mounted at {path}: {reason}.",
         causes=("The mount point must be an existing, empty folder with nothing mounted on it.",),
         actions=("Create an empty folder (`mkdir -p PATH`) and give it as the mount point.",
                  "If a recovery point is still mounted there, unmount it with `safehold unmount PATH`."),
         exit_code=2,
-    ),
-    ErrorSpec(
-        700803, "MountFailed", "The recovery point could not be mounted at {path}: {reason}.",
-        causes=("The FUSE mount was refused, or the mount process stopped before the mount was ready.",),
-        actions=("Read the mount's log named in the message for the reason.",
-                 "Run the mount with --foreground to see its messages directly."),
     ),
     ErrorSpec(
         700804, "NotMounted", "No recovery point of this machine is mounted at {path}.",
