@@ -104,8 +104,10 @@ def serve(fs: MountFS, mountpoint: str, on_ready: Callable[[], None], allow_othe
     timeout = fs.idle.timeout_ns
     check_every = 30.0 if timeout is None else min(30.0, max(0.1, timeout / 1e9 / 10))
     ops = Operations(fs, mountpoint, on_ready, check_every)
-    options: dict[str, Any] = {"ro": True, "fsname": "safehold", "subtype": "safehold", "use_ino": True,
-                               "kernel_cache": True, "attr_timeout": CACHE_S, "entry_timeout": CACHE_S}
+    # nodev, nosuid: a device node or setuid program in a backup must not open a way into this machine
+    options: dict[str, Any] = {"ro": True, "nodev": True, "nosuid": True, "fsname": "safehold",
+                               "subtype": "safehold", "use_ino": True, "kernel_cache": True,
+                               "attr_timeout": CACHE_S, "entry_timeout": CACHE_S}
     if allow_other:  # other users see the files, with the permissions they had at backup time
         options.update(allow_other=True, default_permissions=True)
     mfusepy.FUSE(ops, mountpoint, foreground=True, **options)
