@@ -165,11 +165,7 @@ def test_idle_timer_counts_from_the_last_use(registered: Cli, tmp_path: Path) ->
     src.mkdir()
     (src / "f.txt").write_text("x")
     _backup(registered, src)
-    os.environ["SAFEHOLD_HOME"] = str(registered.home)
-    try:
-        agent = load_agent(str(registered.home))
-    finally:
-        del os.environ["SAFEHOLD_HOME"]
+    agent = load_agent(str(registered.home))
     clock = FakeClock()
     fs = MountFS(ChunkReader(agent.vault, agent.machine_id, Sealer(agent.keys)),
                  agent.vault.recovery_points(agent.machine_id), True, clock, idle_timeout_ns=6 * 3600 * 10**9)
@@ -185,6 +181,39 @@ def test_idle_timer_counts_from_the_last_use(registered: Cli, tmp_path: Path) ->
         clock.advance(10**6)
         assert not never.idle.expired()
         never.close()
+    finally:
+        fs.close()
+
+
+def test_a_mount_of_all_points_shows_new_backups_after_a_while(registered: Cli, tmp_path: Path) -> None:
+    from safehold.agent.mountfs import MountFS, folder_name
+    from safehold.agent.reader import ChunkReader
+    from safehold.cli.context import load_agent
+    from safehold.formats.chunks import Sealer
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f.txt").write_text("one")
+    _backup(registered, src)
+    agent = load_agent(str(registered.home))
+    clock = FakeClock()
+    fs = MountFS(ChunkReader(agent.vault, agent.machine_id, Sealer(agent.keys)),
+                 agent.vault.recovery_points(agent.machine_id), False, clock,
+                 refresh=lambda: agent.vault.recovery_points(agent.machine_id))
+    try:
+        [first] = [n for n, _kind, _ino in fs.readdir(b"/") if n not in (b".", b"..")]
+        (src / "f.txt").write_text("two")
+        _backup(registered, src)
+        clock.advance(5)
+        assert [n for n, _k, _i in fs.readdir(b"/") if n not in (b".", b"..")] == [first]
+        clock.advance(30)
+        names = [n for n, _k, _i in fs.readdir(b"/") if n not in (b".", b"..")]
+        latest = agent.vault.recovery_points(agent.machine_id)[-1]
+        assert sorted(names) == sorted([first, folder_name(latest)])
+        rel = os.fsencode(src / "f.txt")
+        fh = fs.open(b"/" + folder_name(latest) + rel)
+        assert fs.read(fh, 0, 100) == b"two"
+        fs.release(fh)
     finally:
         fs.close()
 

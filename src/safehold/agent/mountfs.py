@@ -199,15 +199,16 @@ class MountFS:
                 if rp.rp_id not in known:
                     known[rp.rp_id] = len(self._points)
                     self._points.append(rp)
-            shown = {rp.rp_id for rp in points}
-            self._by_name = {folder_name(rp): known[rp.rp_id] for rp in points if rp.rp_id in shown}
+            self._by_name = {folder_name(rp): known[rp.rp_id] for rp in points}
 
     def _maybe_refresh(self) -> None:
         if self.single or self.refresh is None or self.clock.now_ns() - self._listed_ns < POINTS_REFRESH_NS:
             return
         self._listed_ns = self.clock.now_ns()
         try:
-            self._set_points(self.refresh())
+            with self.cache.vault_lock:  # the vault client is shared with the chunk reads
+                fresh = self.refresh()
+            self._set_points(fresh)
         except SafeholdError as exc:  # the vault is out of reach: keep showing what was listed
             self.log(f"listing recovery points failed: {exc}")
 
