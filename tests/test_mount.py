@@ -39,10 +39,9 @@ def _wait(condition, what: str) -> None:  # type: ignore[no-untyped-def]
 
 
 @contextmanager
-def mounted(cli: Cli, *args: str | os.PathLike[str]) -> Iterator[dict]:
-    """Mount with `safehold mount ARGS --json`; always unmounted afterwards, even when the test fails."""
-    mnt = Path(args[-1])
-    r = cli("mount", *args, "--json")
+def mounted(cli: Cli, mnt: Path, *args: str) -> Iterator[dict]:
+    """Mount with `safehold mount ARGS MNT --json`; always unmounted afterwards, even when the test fails."""
+    r = cli("mount", *args, mnt, "--json")
     assert r.code == 0, f"mount failed: {r.out}\n{r.err}"
     try:
         yield r.summary()
@@ -72,7 +71,7 @@ def test_mount_shows_every_item_as_it_was_backed_up(registered: Cli, tmp_path: P
     rp = _backup(registered, src)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    with mounted(registered, rp[:8], mnt) as info:
+    with mounted(registered, mnt, rp[:8]) as info:
         assert info["recovery_point"] == rp and info["pid"] > 0
         inside = mnt / str(src).lstrip("/")
         want, got = snapshot(src), snapshot(inside)
@@ -115,7 +114,7 @@ def test_random_reads_of_a_large_file_match_the_source(registered: Cli, tmp_path
     _backup(registered, src)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    with mounted(registered, "latest", mnt):
+    with mounted(registered, mnt, "latest"):
         path = mnt / str(src).lstrip("/") / "big.bin"
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -136,7 +135,7 @@ def test_mount_all_shows_each_recovery_point_as_a_dated_folder(registered: Cli, 
     second = _backup(registered, src)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    with mounted(registered, "--all", mnt) as info:
+    with mounted(registered, mnt, "--all") as info:
         names = sorted(os.listdir(mnt))
         assert info["folders"] == names and len(names) == 2
         assert [n.split("_")[1] for n in names] == [first[:8], second[:8]]
@@ -225,7 +224,7 @@ def test_idle_timeout_unmounts_by_itself(registered: Cli, tmp_path: Path) -> Non
     _backup(registered, src)
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    with mounted(registered, "latest", mnt, "--idle-timeout", "1s") as info:
+    with mounted(registered, mnt, "latest", "--idle-timeout", "1s") as info:
         assert info["idle_timeout_s"] == 1
         _wait(lambda: not _mounted_here(mnt), "the idle timeout to unmount")
         _wait(lambda: not list((registered.home / "mounts").glob("*.json")), "the mount record to go")
@@ -240,7 +239,7 @@ def test_killed_mount_is_cleaned_up_by_the_next_mount_and_by_unmount(registered:
     mnt = tmp_path / "mnt"
     mnt.mkdir()
     for finish in ("mount", "unmount"):
-        with mounted(registered, "latest", mnt) as info:
+        with mounted(registered, mnt, "latest") as info:
             os.kill(info["pid"], signal.SIGKILL)
             _wait(lambda: _dead(mnt), "the mount to lose its process")
             with pytest.raises(OSError) as exc:
@@ -273,7 +272,7 @@ def test_tampered_data_reads_as_an_io_error(registered: Cli, tmp_path: Path) -> 
     pack.write_bytes(bytes(raw))
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    with mounted(registered, "latest", mnt) as info:
+    with mounted(registered, mnt, "latest") as info:
         inside = mnt / str(src).lstrip("/")
         with pytest.raises(OSError) as exc:
             (inside / "a.bin").read_bytes()
@@ -306,3 +305,35 @@ def test_mount_point_and_fuse_problems_are_clear_errors(registered: Cli, tmp_pat
     r = registered("mount", "nope", empty)
     assert r.code != 0 and "700203" in r.err
     assert not _mounted_here(empty)
+
+
+def test_allow_other_lets_other_users_in_with_the_files_permissions(registered: Cli, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to act as another user")
+    import shutil
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(dir="/tmp"))  # pytest's folders are closed to other users
+    try:
+        base.chmod(0o755)
+        src = base / "src"
+        src.mkdir(mode=0o755)
+        (src / "open.txt").write_text("for everyone\n")
+        (src / "open.txt").chmod(0o644)
+        (src / "secret.txt").write_text("root only\n")
+        (src / "secret.txt").chmod(0o600)
+        _backup(registered, src)
+        mnt = base / "mnt"
+        mnt.mkdir(mode=0o755)
+        nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "cat"]
+        inside = mnt / str(src).lstrip("/")
+        with mounted(registered, mnt, "latest"):  # without --allow-other only the mounting user gets in
+            r = subprocess.run([*nobody, str(inside / "open.txt")], capture_output=True, text=True)
+            assert r.returncode != 0
+        with mounted(registered, mnt, "latest", "--allow-other"):
+            r = subprocess.run([*nobody, str(inside / "open.txt")], capture_output=True, text=True)
+            assert r.returncode == 0 and r.stdout == "for everyone\n", r.stderr
+            r = subprocess.run([*nobody, str(inside / "secret.txt")], capture_output=True, text=True)
+            assert r.returncode != 0 and "Permission denied" in r.stderr
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
