@@ -20,6 +20,7 @@ from safehold.cli import (
     cmd_doctor,
     cmd_errors,
     cmd_jobs,
+    cmd_mount,
     cmd_policy,
     cmd_recovery_points,
     cmd_register,
@@ -58,6 +59,8 @@ cmd_vault.command.add_command(cmd_vault_housekeeping.command)
 cmd_vault.command.add_command(cmd_vault_jobs.command)
 cli.add_command(cmd_browse.ls)
 cli.add_command(cmd_browse.find)
+cli.add_command(cmd_mount.mount)
+cli.add_command(cmd_mount.unmount)
 
 
 # Trees are walked recursively, one Python frame pair per folder level; allow deep trees.

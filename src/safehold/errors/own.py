@@ -256,4 +256,25 @@ ENTRIES: tuple[ErrorSpec, ...] = (
                  "--housekeeping-interval.",),
         exit_code=75, http_status=409, retryable=True,
     ),
+    # 7008xx: mounting recovery points (Instant Restore); MountFailed, FuseUnavailable and MountStale are the
+    # article's 34540-34543
+    ErrorSpec(
+        700802, "MountPointUnusable", "Nothing can be mounted at {path}: {reason}.",
+        causes=("The mount point must be an existing, empty folder with nothing mounted on it.",),
+        actions=("Create an empty folder (`mkdir -p PATH`) and give it as the mount point.",
+                 "If a recovery point is still mounted there, unmount it with `safehold unmount PATH`."),
+        exit_code=2,
+    ),
+    ErrorSpec(
+        700804, "NotMounted", "No recovery point of this machine is mounted at {path}.",
+        causes=("The path was mistyped, or the mount ended already (unmounted, or its idle timeout passed).",),
+        actions=("See what is mounted with `findmnt -t fuse.safehold`.",),
+        exit_code=2,
+    ),
+    ErrorSpec(
+        700805, "UnmountFailed", "{path} could not be unmounted: {reason}.",
+        causes=("A program still has files open or its working folder inside the mount.",),
+        actions=("Close the programs using the mount (`fuser -vm PATH` names them) and unmount again.",
+                 "Or detach it now with `safehold unmount --lazy PATH`; it goes once no one uses it."),
+    ),
 )
