@@ -124,6 +124,12 @@ def test_random_reads_of_a_large_file_match_the_source(registered: Cli, tmp_path
         finally:
             os.close(fd)
         assert path.read_bytes() == data
+        jobs = registered.ok("jobs", "--json").json_lines()
+        running = [j for j in jobs if j["kind"] == "mount" and j["status"] == "Running"]
+        assert len(running) == 1, jobs
+        stopped = registered.ok("jobs", "stop", running[0]["job_id"], "--json").json_lines()[0]
+        assert stopped["status"] == "Completed", "stopping a mount job unmounts it"
+        assert not _mounted_here(mnt)
 
 
 def test_mount_all_shows_each_recovery_point_as_a_dated_folder(registered: Cli, tmp_path: Path) -> None:

@@ -19,8 +19,10 @@ import click
 
 from safehold.agent import mounts
 from safehold.agent.backup import open_meta
+from safehold.agent.backupjob import jobs_file
 from safehold.agent.home import AgentHome, default_home
 from safehold.agent.joblock import JobLock
+from safehold.agent.jobs import JobHistory
 from safehold.agent.mountfs import MountFS, folder_name
 from safehold.agent.reader import ChunkReader
 from safehold.cli.context import Agent, connect, load_agent, pick_rp
@@ -28,7 +30,7 @@ from safehold.cli.render import emit_json
 from safehold.errors import SafeholdError, raise_error
 from safehold.formats.chunks import Sealer
 from safehold.i18n import _
-from safehold.model import RecoveryPoint
+from safehold.model import JobStatus, RecoveryPoint
 from safehold.ports import SystemClock
 
 READY_TIMEOUT_S = 60.0
@@ -99,8 +101,13 @@ def _serve(agent: Agent, points: list[RecoveryPoint], single: bool, mountpoint: 
     record = mounts.MountRecord(mountpoint, os.getpid(), points[0].rp_id if single else "all", time.time_ns(),
                                 timeout_s, str(log_file or ""))
 
-    def ready() -> None:
+    job: list[str] = []
+
+    def ready() -> None:  # called on libfuse's thread: it opens its own history connection
         mounts.save(agent.home, record)
+        # a mount is a job in the history while it lasts: `safehold jobs stop` unmounts it (SIGTERM)
+        with JobHistory(jobs_file(agent.cache)) as history:
+            job.append(history.start("mount"))
         log(f"mounted {record.recovery_point} at {mountpoint}")
         on_ready()
 
@@ -109,6 +116,10 @@ def _serve(agent: Agent, points: list[RecoveryPoint], single: bool, mountpoint: 
     finally:
         fs.close()
         mounts.remove(agent.home, mountpoint, pid=os.getpid())
+        if job:
+            with JobHistory(jobs_file(agent.cache)) as history:
+                history.finish(job[0], JobStatus.COMPLETED, recovery_point=points[0].rp_id if single else None)
+                history.report(vault, agent.machine_id)
         log(f"unmounted {mountpoint}")
 
 
