@@ -365,7 +365,8 @@ class Doctor:
         assert reg is not None
         for folder in (self.temp_dir, Path(reg.cache_folder)):
             try:
-                count = sum(1 for _ in os.scandir(folder))
+                with os.scandir(folder) as it:
+                    count = sum(1 for _ in it)
                 st = os.statvfs(folder)
             except OSError as exc:
                 yield Finding("temp", WARNING, N_("The folder {path} cannot be read."), {"path": str(folder)},

@@ -42,24 +42,26 @@ def processes_holding(folder: Path) -> list[str]:
     root = os.path.realpath(folder) + "/"
     me = os.getpid()
     found: list[str] = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit() or int(entry.name) == me:
+    with os.scandir("/proc") as it:
+        pids = [e.name for e in it if e.name.isdigit()]
+    for name in pids:
+        if int(name) == me:
             continue
         try:
-            fds = os.listdir(f"/proc/{entry.name}/fd")
+            fds = os.listdir(f"/proc/{name}/fd")
         except OSError:
             continue
         for fd in fds:
             try:
-                target = os.readlink(f"/proc/{entry.name}/fd/{fd}")
+                target = os.readlink(f"/proc/{name}/fd/{fd}")
             except OSError:
                 continue
             if target.startswith(root):
                 try:
-                    comm = Path(f"/proc/{entry.name}/comm").read_text().strip()
+                    comm = Path(f"/proc/{name}/comm").read_text().strip()
                 except OSError:
                     comm = "?"
-                found.append(f"{entry.name} ({comm})")
+                found.append(f"{name} ({comm})")
                 break
     return found
 
