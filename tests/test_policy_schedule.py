@@ -201,3 +201,95 @@ def test_throttle_rates_and_pacing() -> None:
     for _ in range(3):
         pacer.before_send(1_000_000)
     assert slept == [1.0, 1.0]
+
+
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+def _berlin(tmp_path: Path, times: tuple[str, ...], start: dt.datetime) -> tuple[FakeClock, Scheduler]:
+    clock = FakeClock(int(start.timestamp()) * 10**9)
+    p = _policy(Schedule(times=times))
+    return clock, Scheduler(tmp_path / "schedule.json", clock, lambda: p, tz=BERLIN)
+
+
+def _walk(clock: FakeClock, scheduler: Scheduler, hours: int) -> list[Due]:
+    runs = []
+    for _ in range(hours * 4):  # every 15 minutes
+        clock.advance(900)
+        due = scheduler.take()
+        if due is not None:
+            runs.append(due)
+    return runs
+
+
+def test_autumn_change_runs_each_time_once_and_on_time(tmp_path: Path) -> None:
+    clock, s = _berlin(tmp_path, ("02:30", "21:00"), dt.datetime(2026, 10, 24, 12, tzinfo=BERLIN))
+    assert s.take() is None
+    runs = _walk(clock, s, 36)  # through 25 October, when 02:00-03:00 happens twice
+    assert [f"{r.slot:%d %H:%M%z}" for r in runs] == ["24 21:00+0200", "25 02:30+0200", "25 21:00+0100"]
+    assert not any(r.catch_up for r in runs)
+
+
+def test_spring_change_runs_a_skipped_time_after_the_gap_once(tmp_path: Path) -> None:
+    clock, s = _berlin(tmp_path, ("02:30", "03:30"), dt.datetime(2026, 3, 28, 12, tzinfo=BERLIN))
+    s.take()
+    runs = _walk(clock, s, 24)
+    assert [f"{r.slot:%d %H:%M%z}" for r in runs] == ["29 03:30+0200"], "02:30 does not exist; it joins 03:30"
+
+
+def test_weekly_days_take_ranges_and_exact_names(tmp_path: Path) -> None:
+    from safehold.cli.cmd_policy import _days
+
+    assert _days("mon-fri") == ("mon", "tue", "wed", "thu", "fri")
+    assert _days("sat,wed") == ("wed", "sat")
+    for bad in ("monkey", "saturnalia", "fri-mon", ""):
+        with pytest.raises(SafeholdError):
+            _days(bad)
+
+
+class _RefusingVault:
+    """Takes job reports, refusing those of one job as the vault refuses a malformed one."""
+
+    def __init__(self, bad: str) -> None:
+        self.bad = bad
+        self.got: list[str] = []
+
+    def report_jobs(self, _mid: str, jobs: list) -> None:
+        from safehold.errors import raise_error
+
+        if any(j.job_id == self.bad for j in jobs):
+            raise_error("InvalidArgument", what="a job report with an unknown id, kind or trigger")
+        self.got += [j.job_id for j in jobs]
+
+
+def test_a_refused_job_report_does_not_block_the_others(tmp_path: Path) -> None:
+    from safehold.agent.jobs import JobHistory
+    from safehold.model import JobStatus
+
+    with JobHistory(tmp_path / "jobs.sqlite") as h:
+        ids = [h.start("backup") for _ in range(3)]
+        for j in ids:
+            h.finish(j, JobStatus.COMPLETED, error_text="x" * 10_000)
+        vault = _RefusingVault(ids[1])
+        assert h.report(vault, "m") == 3  # type: ignore[arg-type]
+        assert vault.got == [ids[0], ids[2]] and h.unreported() == []
+        assert len(h.get(ids[0]).error_text or "") == 2000
+        assert h.report(vault, "m") == 0  # type: ignore[arg-type]
+
+
+def test_reaping_never_overwrites_an_end_the_job_recorded(tmp_path: Path) -> None:
+    import subprocess
+
+    from safehold.agent.jobs import JobHistory
+    from safehold.model import JobStatus
+
+    gone = subprocess.run(["true"], check=True)
+    assert gone.returncode == 0
+    with JobHistory(tmp_path / "jobs.sqlite") as h:
+        dead = h.start("backup", pid=999_999_999)
+        done = h.start("backup", pid=999_999_998)
+        h.finish(done, JobStatus.COMPLETED)
+        h.finish(done, JobStatus.FAILED, only_running=True)  # what a late reaper would do
+        assert [j.job_id for j in h.reap()] == [dead]
+        assert h.get(done).status == JobStatus.COMPLETED
+        assert h.get(dead).status == JobStatus.FAILED and "ended without finishing" in (h.get(dead).error_text or "")

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
+from typing import Any, cast
 
 from safehold.agent.backup import BackupEngine, BackupResult
 from safehold.agent.checksums import ChecksumStore
@@ -27,7 +28,7 @@ from safehold.agent.jobs import JobHistory
 from safehold.errors import SafeholdError
 from safehold.formats.keys import MachineKeys
 from safehold.formats.policy import Policy
-from safehold.model import JobStatus, MachineId
+from safehold.model import JobStatus, MachineId, RecoveryPoint
 from safehold.ports import VaultClient
 
 MANUAL = "manual"
@@ -60,7 +61,7 @@ def request_from_policy(policy: Policy, trigger: str, extra_excludes: list[str] 
     A non-recursive folder keeps its files: the subfolders it has when the job starts are excluded by path.
     """
     spec = policy.files
-    excludes = [*spec.exclude, *(f"*{ext}" for ext in spec.exclude_types), *(extra_excludes or [])]
+    excludes = [*spec.exclude, *(_type_pattern(ext) for ext in spec.exclude_types), *(extra_excludes or [])]
     for folder in spec.non_recursive:
         try:
             with os.scandir(folder) as it:
@@ -70,14 +71,39 @@ def request_from_policy(policy: Policy, trigger: str, extra_excludes: list[str] 
     return BackupRequest(list(spec.include), excludes, trigger)
 
 
+def _type_pattern(ext: str) -> str:
+    """A file type such as .tmp as a pattern that matches it in any case (REPORT.TMP too)."""
+    return "*" + "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else glob.escape(c) for c in ext)
+
+
+class _ShieldedCommit:
+    """A vault client whose commit is not interrupted by a cancel: once the vault may have made the point,
+    the job sees the commit through and ends with it."""
+
+    def __init__(self, inner: VaultClient, shield: threading.Event) -> None:
+        self._inner = inner
+        self._shield = shield
+
+    def commit(self, *args: Any) -> RecoveryPoint:
+        self._shield.set()
+        try:
+            return self._inner.commit(*args)
+        finally:
+            self._shield.clear()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 @contextmanager
-def _signals_cancel(cancel: threading.Event) -> Iterator[None]:
+def _signals_cancel(cancel: threading.Event, shield: threading.Event) -> Iterator[None]:
     """SIGTERM (from `safehold jobs stop` or systemd) and Ctrl-C cancel the job: `cancel` tells the upload
-    thread (a throttled upload stops waiting), KeyboardInterrupt unwinds the engine."""
+    thread (a throttled upload stops waiting), KeyboardInterrupt unwinds the engine, except during the commit."""
 
     def handler(_sig: int, _frame: FrameType | None) -> None:
         cancel.set()
-        raise KeyboardInterrupt
+        if not shield.is_set():
+            raise KeyboardInterrupt
 
     try:
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
@@ -100,7 +126,10 @@ def run_backup(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, cac
     """
     cache.ensure()
     job_id = uuid.uuid4().hex
+    shield = threading.Event()
+    vault = cast(VaultClient, _ShieldedCommit(vault, shield))
     with JobHistory(jobs_file(cache)) as history:
+        history.reap()  # a job whose process died shows as failed before this one starts
         try:
             lock = JobLock(cache.lock_file, f"backup {job_id}").__enter__()
         except SafeholdError as exc:
@@ -110,7 +139,7 @@ def run_backup(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, cac
         try:
             history.start("backup", request.trigger, job_id)
             try:
-                with _signals_cancel(cancel or threading.Event()):
+                with _signals_cancel(cancel or threading.Event(), shield):
                     result = _engine_run(vault, machine_id, keys, cache, request, events, skip_dirs, hostname,
                                          job_id)
             except KeyboardInterrupt:

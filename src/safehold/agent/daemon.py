@@ -14,8 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from safehold.agent.scheduler import Due, Scheduler
-from safehold.errors import raise_error
+from safehold.agent.scheduler import IDLE_CHECK_S, Due, Scheduler
+from safehold.errors import SafeholdError, raise_error
 
 
 class DaemonLock:
@@ -38,11 +38,10 @@ class DaemonLock:
         return self
 
     def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if self._fd is not None:
+        if self._fd is not None:  # emptied, not removed: removing it would let two daemons lock two files
             os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
-            self.pid_file.unlink(missing_ok=True)
 
 
 class Daemon:
@@ -78,6 +77,11 @@ class Daemon:
         self.log("agent daemon started; next backup " + (nxt.isoformat(timespec="minutes") if nxt else
                                                           "not scheduled (no policy with a schedule)"))
         while not self.stopping.is_set():
-            self.once()
-            self.stopping.wait(self.scheduler.wait_s())
+            try:
+                self.once()
+                wait = self.scheduler.wait_s()
+            except (SafeholdError, OSError) as exc:  # a damaged policy, a full disk: say so, try again later
+                self.log(f"cannot run the schedule: {exc}")
+                wait = IDLE_CHECK_S
+            self.stopping.wait(wait)
         self.log("agent daemon stopped")

@@ -6,7 +6,6 @@ reason the next time anyone reads the history; `stop` asks a running job's proce
 
 from __future__ import annotations
 
-import contextlib
 import os
 import signal
 import sqlite3
@@ -44,6 +43,8 @@ CREATE INDEX IF NOT EXISTS jobs_started ON jobs (started_ns);
 COLUMNS = ("job_id", "kind", "trigger", "started_ns", "ended_ns", "status", "pid", "pid_start", "files", "bytes",
            "warnings", "recovery_point", "error_id", "error_text", "failed_list", "reported")
 DIED = "the job's process (pid {pid}) ended without finishing the job"
+MAX_ERROR_TEXT = 2000  # what the vault keeps of an error text
+REPORT_BATCH = 500
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,19 @@ def process_start(pid: int) -> str | None:
     return data[data.rfind(b")") + 2:].split()[19].decode()
 
 
+def _alive(pid: int, start: str | None) -> bool:
+    """The job's own process still runs: same pid and, where /proc tells, the same start time."""
+    if start is not None:
+        return process_start(pid) == start
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _row(r: tuple[object, ...]) -> Job:
     d = dict(zip(COLUMNS, r, strict=True))
     d["status"] = JobStatus(str(d["status"]))
@@ -135,12 +149,14 @@ class JobHistory:
 
     def finish(self, job_id: str, status: JobStatus, files: int = 0, nbytes: int = 0, warnings: int = 0,
                recovery_point: str | None = None, error_id: str | None = None, error_text: str | None = None,
-               failed_list: str | None = None) -> None:
+               failed_list: str | None = None, only_running: bool = False) -> None:
+        """Record a job's end. `only_running`: unless its own process recorded an end meanwhile (reaping)."""
         self.db.execute("UPDATE jobs SET ended_ns = ?, status = ?, files = ?, bytes = ?, warnings = ?, "
                         "recovery_point = ?, error_id = ?, error_text = ?, failed_list = ?, reported = 0 "
-                        "WHERE job_id = ?",
-                        (self.now(), str(status), files, nbytes, warnings, recovery_point, error_id, error_text,
-                         failed_list, job_id))
+                        "WHERE job_id = ? AND (? = 0 OR status = ?)",
+                        (self.now(), str(status), files, nbytes, warnings, recovery_point, error_id,
+                         (error_text or "")[:MAX_ERROR_TEXT] or None, failed_list, job_id, int(only_running),
+                         str(JobStatus.RUNNING)))
 
     def refused(self, kind: str, trigger: str, error_id: str, error_text: str) -> str:
         """A job that never started (another job held the machine): kept so the history shows the missed run."""
@@ -157,10 +173,10 @@ class JobHistory:
         """Mark running jobs whose process is gone as failed, with the reason; returns them."""
         dead = []
         for job in self._select("WHERE status = ?", (str(JobStatus.RUNNING),)):
-            if job.pid is not None and job.pid_start is not None and process_start(job.pid) == job.pid_start:
+            if job.pid is not None and _alive(job.pid, job.pid_start):
                 continue
             self.finish(job.job_id, JobStatus.FAILED, job.files, job.bytes, job.warnings, job.recovery_point,
-                        error_id="700003", error_text=DIED.format(pid=job.pid))
+                        error_id="700003", error_text=DIED.format(pid=job.pid), only_running=True)
             dead.append(job)
         return dead
 
@@ -192,17 +208,33 @@ class JobHistory:
             yield _row(r)
 
     def report(self, vault: VaultClient, machine_id: MachineId) -> int:
-        """Send the vault the jobs it has not seen; returns how many. A vault that cannot be reached now
-        gets them with the next job's report, so a failure here never fails a job."""
+        """Send the vault the jobs it has not seen, in batches; returns how many it took. A vault that cannot
+        be reached now gets them with the next job's report, so a failure here never fails a job; a job the
+        vault refuses is set aside, so it never blocks the ones after it."""
+        self.reap()
         pending = self.unreported()
-        if not pending:
-            return 0
-        try:
-            vault.report_jobs(machine_id, [j.record() for j in pending])
-        except (SafeholdError, OSError):
-            return 0
-        self.mark_reported([j.job_id for j in pending])
-        return len(pending)
+        sent = 0
+        for i in range(0, len(pending), REPORT_BATCH):
+            batch = pending[i:i + REPORT_BATCH]
+            try:
+                vault.report_jobs(machine_id, [j.record() for j in batch])
+            except SafeholdError as exc:
+                if exc.spec.code != "InvalidArgument":
+                    return sent
+                for j in batch:  # the vault refused something in the batch: find it, job by job
+                    try:
+                        vault.report_jobs(machine_id, [j.record()])
+                    except SafeholdError as one:
+                        if one.spec.code != "InvalidArgument":
+                            return sent
+                    self.mark_reported([j.job_id])
+                    sent += 1
+                continue
+            except OSError:
+                return sent
+            self.mark_reported([j.job_id for j in batch])
+            sent += len(batch)
+        return sent
 
     # ---- control ------------------------------------------------------------------------------------------
 
@@ -211,6 +243,11 @@ class JobHistory:
         job = self.get(ref)
         if not job.running or job.pid is None:
             raise_error("InvalidArgument", what=f"job {job.job_id[:8]} is not running ({job.status})")
-        with contextlib.suppress(ProcessLookupError):
+        try:
             os.kill(job.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            raise_error("InvalidArgument", what=f"job {job.job_id[:8]} runs as another user; stop it as that user "
+                                                "or as root")
         return job

@@ -8,16 +8,46 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from safehold.agent.home import write_private
 from safehold.formats import policy as policyfmt
 from safehold.formats.policy import Policy
 from safehold.ports import Clock
 
-IDLE_CHECK_S = 60.0  # without a schedule, or far from the next run: look again (policy edits, clock jumps)
+IDLE_CHECK_S = 60.0
+
+
+def local_zone() -> dt.tzinfo:
+    """The machine's time zone (TZ, /etc/timezone, the /etc/localtime link), UTC when it cannot be named."""
+    name = local_zone_name()
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        return dt.UTC
+
+
+def local_zone_name() -> str:
+    tz = os.environ.get("TZ", "").lstrip(":")
+    if tz:
+        return tz
+    try:
+        name = Path("/etc/timezone").read_text().strip()
+        if name:
+            return name
+    except OSError:
+        pass
+    try:
+        target = os.readlink("/etc/localtime")
+        if "zoneinfo/" in target:
+            return target.split("zoneinfo/", 1)[1]
+    except OSError:
+        pass
+    return "UTC"  # without a schedule, or far from the next run: look again (policy edits, clock jumps)
 
 
 @dataclass(frozen=True)
@@ -33,12 +63,11 @@ class Scheduler:
         self.state_file = state_file
         self.clock = clock
         self.policy = policy
-        self.tz = tz
+        self.tz = tz if tz is not None else local_zone()  # a real zone: its offset changes with the season
         self.late_s = late_s  # a run starting later than this after its time counts as a catch-up
 
     def now(self) -> dt.datetime:
-        utc = dt.datetime.fromtimestamp(self.clock.now_ns() / 1e9, dt.UTC)
-        return utc.astimezone(self.tz) if self.tz is not None else utc.astimezone()
+        return dt.datetime.fromtimestamp(self.clock.now_ns() / 1e9, dt.UTC).astimezone(self.tz)
 
     # ---- state ------------------------------------------------------------------------------------------
 
@@ -69,7 +98,8 @@ class Scheduler:
         if not slots:
             return None
         newest = slots[-1]
-        return Due(newest, len(slots), len(slots) > 1 or (now - newest).total_seconds() > self.late_s)
+        late = now.timestamp() - newest.timestamp() > self.late_s
+        return Due(newest, len(slots), len(slots) > 1 or late)
 
     def take(self) -> Due | None:
         """`due()`, marked as handled before it runs: a crash during the run never makes it run in a loop."""
@@ -84,7 +114,7 @@ class Scheduler:
             return None
         now = self.now()
         last = self.last_handled()
-        after = max(now, last.astimezone(now.tzinfo)) if last is not None else now
+        after = now if last is None or last.timestamp() <= now.timestamp() else last.astimezone(self.tz)
         return policyfmt.next_run(p.schedule, after)
 
     def wait_s(self) -> float:
@@ -92,4 +122,4 @@ class Scheduler:
         nxt = self.next_time()
         if nxt is None:
             return IDLE_CHECK_S
-        return max(0.0, min(IDLE_CHECK_S, (nxt - self.now()).total_seconds()))
+        return max(0.0, min(IDLE_CHECK_S, nxt.timestamp() - self.now().timestamp()))

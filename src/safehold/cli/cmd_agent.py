@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import signal
 import subprocess
@@ -14,11 +15,15 @@ from types import FrameType
 import click
 
 from safehold.agent import policyfile
+from safehold.agent.backupjob import jobs_file
 from safehold.agent.daemon import Daemon, DaemonLock
-from safehold.agent.home import AgentHome, default_home
+from safehold.agent.home import AgentHome, CacheFolder, default_home
+from safehold.agent.jobs import JobHistory
 from safehold.agent.scheduler import Due, Scheduler
+from safehold.cli.context import connect
 from safehold.cli.render import emit_json
 from safehold.i18n import _
+from safehold.model import MachineId
 from safehold.ports import SystemClock
 
 UNIT_NAME = "safehold-agent.service"
@@ -63,8 +68,16 @@ def run(obj: dict[str, str | None], once: bool, as_json: bool) -> None:
             return subprocess.call(_job_command(home), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                    stderr=errlog)
 
+    def after_run() -> None:
+        """A job process that died (killed, out of memory) cannot record that itself: the daemon does, and
+        tells the vault."""
+        reg = home.load()
+        with JobHistory(jobs_file(CacheFolder(Path(reg.cache_folder)))) as history:
+            if history.reap():
+                history.report(connect(home, reg), MachineId(reg.machine_id))
+
     scheduler = Scheduler(home.schedule_state_file, SystemClock(), lambda: policyfile.load(home))
-    daemon = Daemon(scheduler, run_job, log)
+    daemon = Daemon(scheduler, run_job, log, after_run)
     with DaemonLock(home.daemon_pid_file):
         if once:
             if daemon.once() is None:
@@ -79,7 +92,17 @@ def run(obj: dict[str, str | None], once: bool, as_json: bool) -> None:
         daemon.run()
 
 
+def _quoted(word: str) -> str:
+    """A word of a unit's command line: in double quotes, with systemd's specifiers (%) and quotes escaped."""
+    return '"' + word.replace("\\", "\\\\").replace('"', '\\"').replace("%", "%%") + '"'
+
+
 def unit_text(home: AgentHome, user: bool) -> str:
+    try:  # the daemon runs as the owner of the agent folder, so its files stay that user's
+        uid = home.root.stat().st_uid
+        owner = pwd.getpwuid(uid).pw_name if uid != 0 else None
+    except (OSError, KeyError):
+        owner = None
     return "\n".join([
         "[Unit]",
         "Description=safehold backup agent (scheduled backups)",
@@ -88,7 +111,8 @@ def unit_text(home: AgentHome, user: bool) -> str:
         "",
         "[Service]",
         "Type=simple",
-        f"ExecStart={sys.executable} -m safehold.cli.main --home {home.root} agent run",
+        f"ExecStart={_quoted(sys.executable)} -m safehold.cli.main --home {_quoted(str(home.root))} agent run",
+        *([f"User={owner}"] if owner and not user else []),
         "Restart=on-failure",
         "RestartSec=30",
         # stopping the unit cancels a running backup cleanly: the job process gets SIGTERM too

@@ -10,10 +10,11 @@ import msgspec
 
 from safehold.agent import policyfile
 from safehold.agent.home import AgentHome, default_home
-from safehold.agent.scheduler import Scheduler
+from safehold.agent.scheduler import Scheduler, local_zone_name
+from safehold.agent.throttle import parse_days
 from safehold.cli.context import connect
 from safehold.cli.render import emit_json
-from safehold.errors import raise_error
+from safehold.errors import SafeholdError, raise_error
 from safehold.formats import policy as pf
 from safehold.formats.policy import Policy
 from safehold.i18n import _
@@ -26,26 +27,6 @@ def _home(obj: dict[str, str | None]) -> AgentHome:
     home = AgentHome(Path(home_dir) if home_dir else default_home())
     home.load()  # a policy belongs to a registered machine
     return home
-
-
-def local_zone() -> str:
-    """The machine's time zone name (TZ, /etc/timezone or the /etc/localtime link), UTC when unknown."""
-    tz = os.environ.get("TZ", "").lstrip(":")
-    if tz:
-        return tz
-    try:
-        name = Path("/etc/timezone").read_text().strip()
-        if name:
-            return name
-    except OSError:
-        pass
-    try:
-        target = os.readlink("/etc/localtime")
-        if "zoneinfo/" in target:
-            return target.split("zoneinfo/", 1)[1]
-    except OSError:
-        pass
-    return "UTC"
 
 
 @click.group("policy")
@@ -103,13 +84,13 @@ def describe(p: Policy) -> list[str]:
 
 
 def _days(text: str | None) -> tuple[str, ...] | None:
+    """"sat", "mon,thu" or "mon-fri": exact day names (mon..sun), ranges going forward in the week."""
     if text is None:
         return None
-    days = tuple(d for d in pf.WEEKDAYS if d in {x.strip().lower()[:3] for x in text.split(",")})
-    unknown = [x for x in text.split(",") if x.strip().lower()[:3] not in pf.WEEKDAYS]
-    if unknown or not days:
-        raise_error("PolicyInvalid", reason=f"days {text!r}: use mon,tue,wed,thu,fri,sat,sun")
-    return days
+    try:
+        return parse_days(text)
+    except SafeholdError:
+        raise_error("PolicyInvalid", reason=f"days {text!r}: use mon..sun, as sat, mon,thu or mon-fri")
 
 
 def _abs(paths: tuple[str, ...]) -> tuple[str, ...]:
@@ -153,15 +134,15 @@ def set_(obj: dict[str, str | None], include: tuple[str, ...], exclude: tuple[st
     """
     home = _home(obj)
     old = policyfile.load(home)
-    p = old or Policy(retention=pf.Retention(timezone=local_zone()))
+    p = old or Policy(retention=pf.Retention(timezone=local_zone_name()))
     files = p.files
     gone = set(_abs(remove)) | set(remove)
     files = msgspec.structs.replace(
         files,
         include=_merge(files.include, _abs(include), gone),
         exclude=_merge(files.exclude, exclude, gone),
-        exclude_types=_merge(files.exclude_types, tuple(e if e.startswith(".") else f".{e}" for e in exclude_type),
-                             gone),
+        exclude_types=_merge(files.exclude_types,
+                             tuple((e if e.startswith(".") else f".{e}").lower() for e in exclude_type), gone),
         non_recursive=_merge(files.non_recursive, _abs(non_recursive), gone))
     schedule = p.schedule
     if no_schedule:

@@ -216,13 +216,18 @@ def runs_between(s: Schedule, start: dt.datetime, end: dt.datetime) -> Iterator[
     tz = start.tzinfo
     if tz is None or end.tzinfo is None:
         raise ValueError("aware datetimes needed")
-    day = start.astimezone(tz).date()
-    last_day = end.astimezone(tz).date()
+    # Compared as instants: datetimes sharing a tzinfo compare by wall time, which is wrong across a change.
+    lo, hi = start.timestamp(), end.timestamp()
+    seen: set[float] = set()
+    day = start.astimezone(tz).date() - dt.timedelta(days=1)
+    last_day = end.astimezone(tz).date() + dt.timedelta(days=1)
     while day <= last_day:
         if s.frequency == DAILY or WEEKDAYS[day.weekday()] in s.days:
             for t in _times(s):
                 when = _local(day, t, tz)
-                if start < when <= end:
+                instant = when.timestamp()
+                if lo < instant <= hi and instant not in seen:  # two times in a skipped hour run once
+                    seen.add(instant)
                     yield when
         day += dt.timedelta(days=1)
 
