@@ -122,7 +122,7 @@ class Uploader:
     `IN_FLIGHT`. Each id is queued once: `known` is only touched by the backup thread.
     """
 
-    IN_FLIGHT = 2
+    IN_FLIGHT = 1
     BATCH_BYTES = 2 * 1024 * 1024  # plaintext handed to the seal thread at once: one lock round per batch
     BATCH_ITEMS = 512
     QUEUED_BYTES = 16 * 1024 * 1024
