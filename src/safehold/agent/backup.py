@@ -22,7 +22,7 @@ from typing import TypeAlias
 import msgspec
 
 from safehold.agent import fsmeta
-from safehold.agent.checksums import ChecksumStore, FileState
+from safehold.agent.checksums import ChecksumStore, FileRow, FileState
 from safehold.agent.events import EventSink, ItemFailed, Notice, Progress, ProgressClock
 from safehold.agent.reader import ChunkReader
 from safehold.errors import raise_error
@@ -112,12 +112,20 @@ def open_meta(sealer: Sealer, rp: RecoveryPoint) -> RecoveryPointMeta:
 
 
 class Uploader:
-    """Deduplicates against what the vault holds and fills data and tree packs; full packs go to the vault
-    from one background thread, so reading and sealing go on while a pack travels (the GIL is free during
-    network and disk writes). At most `IN_FLIGHT` finished packs wait in memory.
+    """The one place where chunks become packs and packs go to the vault.
+
+    `add` runs in the backup thread: it checks the id against what the vault holds and what this job already
+    queued (dedup before compression, so a known chunk is never compressed), then queues the plaintext in
+    batches. A seal thread compresses and encrypts (zstd releases the GIL, so it runs beside the walk and the
+    reads on a second core) and fills the data and tree packs; an upload thread sends full packs (the GIL is
+    free during network and disk writes). Queued plaintext is bounded by `QUEUED_BYTES`, finished packs by
+    `IN_FLIGHT`. Each id is queued once: `known` is only touched by the backup thread.
     """
 
-    IN_FLIGHT = 2
+    IN_FLIGHT = 1
+    BATCH_BYTES = 2 * 1024 * 1024  # plaintext handed to the seal thread at once: one lock round per batch
+    BATCH_ITEMS = 512
+    QUEUED_BYTES = 16 * 1024 * 1024
 
     def __init__(self, vault: VaultClient, machine_id: MachineId, session: str, sealer: Sealer,
                  known: set[ChunkId], counters: Counters) -> None:
@@ -125,26 +133,66 @@ class Uploader:
         self.known = known
         self.counters = counters
         self._packs = {CHUNK_DATA: PackBuilder(), CHUNK_TREE: PackBuilder()}
+        self._batch: list[tuple[int, ChunkId, bytes]] = []
+        self._batch_bytes = 0
+        self._seal_q: queue.Queue[list[tuple[int, ChunkId, bytes]] | None] = queue.Queue(
+            max(2, self.QUEUED_BYTES // self.BATCH_BYTES))
         self._queue: queue.Queue[tuple[PackId, bytes, list[PackEntry]] | None] = queue.Queue(self.IN_FLIGHT)
         self._error: BaseException | None = None
+        self._dropped = False  # the job failed: what is still queued is neither sealed nor sent
+        self._sealing = threading.Thread(target=self._seal, name="seal", daemon=True)
         self._thread = threading.Thread(target=self._send, name="upload", daemon=True)
+        self._sealing.start()
         self._thread.start()
 
     def add(self, kind: int, cid: ChunkId, data: bytes | memoryview) -> None:
         if cid in self.known:
             return
-        blob = self.sealer.seal(kind, cid, data)
-        builder = self._packs[kind]
-        builder.add(cid, kind, blob)
         self.known.add(cid)
         self.counters.chunks_new += 1
-        self.counters.bytes_new_stored += len(blob)
-        if len(builder) >= PACK_TARGET or len(builder.entries) >= MAX_PACK_ENTRIES:
-            self._flush(kind)
+        # a copy: the chunker reuses its buffer, and the seal thread reads this later
+        self._batch.append((kind, cid, data if isinstance(data, bytes) else bytes(data)))
+        self._batch_bytes += len(data)
+        if self._batch_bytes >= self.BATCH_BYTES or len(self._batch) >= self.BATCH_ITEMS:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        if self._batch:
+            self._check()
+            self._seal_q.put(self._batch)
+            self._batch, self._batch_bytes = [], 0
+
+    def _seal(self) -> None:
+        while (batch := self._seal_q.get()) is not None:
+            if self._error is not None or self._dropped:
+                continue  # drain: after a failure nothing more is sealed
+            try:
+                for kind, cid, data in batch:
+                    blob = self.sealer.seal(kind, cid, data)
+                    builder = self._packs[kind]
+                    builder.add(cid, kind, blob)
+                    self.counters.bytes_new_stored += len(blob)
+                    if len(builder) >= PACK_TARGET or len(builder.entries) >= MAX_PACK_ENTRIES:
+                        self._finish_pack(kind)
+            except BaseException as exc:  # handed to the backup thread, which raises it
+                self._error = exc
+        if self._error is None and not self._dropped:
+            try:
+                self._finish_pack(CHUNK_DATA)
+                self._finish_pack(CHUNK_TREE)
+            except BaseException as exc:
+                self._error = exc
+        self._queue.put(None)
+
+    def _finish_pack(self, kind: int) -> None:
+        builder = self._packs[kind]
+        if builder.entries:
+            self._queue.put(builder.finish(self.sealer))
+            self._packs[kind] = PackBuilder()
 
     def _send(self) -> None:
         while (item := self._queue.get()) is not None:
-            if self._error is not None:
+            if self._error is not None or self._dropped:
                 continue  # drain: after a failure nothing more is sent
             try:
                 self.vault.put_pack(self.machine_id, self.session, *item)
@@ -156,25 +204,19 @@ class Uploader:
         if self._error is not None:
             raise self._error
 
-    def _flush(self, kind: int) -> None:
-        builder = self._packs[kind]
-        if not builder.entries:
-            return
-        self._check()
-        self._queue.put(builder.finish(self.sealer))
-        self._packs[kind] = PackBuilder()
-
     def flush(self) -> None:
-        """Send what is left and wait until the vault holds every pack."""
-        self._flush(CHUNK_DATA)
-        self._flush(CHUNK_TREE)
+        """Seal and send what is left and wait until the vault holds every pack."""
+        self._hand_over()
         self.close()
         self._check()
 
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+    def close(self, drop: bool = False) -> None:
+        """Stop both threads once what was handed over is sealed and sent; with `drop`, what waits is dropped."""
+        self._dropped = self._dropped or drop
+        if self._sealing.is_alive():
+            self._seal_q.put(None)
+            self._sealing.join()
+        self._thread.join()
 
 
 class ExtentReader:
@@ -279,7 +321,7 @@ class BackupEngine:
             rp = self.vault.commit(self.machine_id, session, root, status, stats, self.refs,
                                    seal_meta(self.sealer, meta), keep_until_ns)
         except BaseException:
-            self.up.close()  # no upload may land after the session is gone
+            self.up.close(drop=True)  # no upload may land after the session is gone
             self.vault.abort_session(self.machine_id, session)
             raise
         self.store.commit(rp.rp_id)
@@ -370,6 +412,7 @@ class BackupEngine:
         entries: list[Entry] = []
         with os.scandir(fd) as it:
             items = sorted((os.fsencode(d.name), d) for d in it)
+        known = self.store.folder(path)
         for name, d in items:
             full = path + b"/" + name
             try:
@@ -379,12 +422,14 @@ class BackupEngine:
                 continue
             if self._excluded(full, name):
                 continue
-            e = self._entry(fd, path, name, st)
+            e = self._entry(fd, path, name, st, known)
             if e is not None:
                 entries.append(e)
         return self._put_tree(entries)
 
-    def _entry(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result) -> Entry | None:
+    def _entry(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result,
+               known: dict[bytes, FileRow] | None = None) -> Entry | None:
+        """The entry of one item; `known` holds the checksum-store rows of its folder (None: look it up)."""
         full = path + b"/" + name
         e = fsmeta.entry_from_stat(name, st)
         try:
@@ -407,7 +452,7 @@ class BackupEngine:
                     os.close(fd)
                 self.counters.dirs += 1
             elif e.type == tree.FILE:
-                if not self._file(dir_fd, path, name, st, e):
+                if not self._file(dir_fd, path, name, st, e, known):
                     return None
                 self.counters.files += 1
             else:
@@ -421,7 +466,8 @@ class BackupEngine:
         self._progress()
         return e
 
-    def _file(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result, e: Entry) -> bool:
+    def _file(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result, e: Entry,
+              known: dict[bytes, FileRow] | None) -> bool:
         full = path + b"/" + name
         self.counters.bytes_scanned += st.st_size
         link_key = (st.st_dev, st.st_ino)
@@ -430,7 +476,12 @@ class BackupEngine:
             e.chunks = chunks
             fsmeta.fill_xattrs(e, dir_fd, path, name)
             return True
-        cached = self.store.get(full)
+        if known is None:
+            cached = self.store.get(full)
+        else:
+            row = known.get(name)
+            cached = None if row is None or row[:4] != (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino) \
+                else self.store.state(row)
         if (cached is not None and cached.size == st.st_size and cached.mtime_ns == st.st_mtime_ns
                 and cached.ctime_ns == st.st_ctime_ns and cached.inode == st.st_ino
                 and all(c in self.up.known for c in cached.chunks)):

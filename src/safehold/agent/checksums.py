@@ -1,7 +1,8 @@
 """The checksum store in the cache folder: per path, what the file looked like and the chunks it became.
 
-A file whose size, mtime, ctime and inode match is not read again. SQLite; a damaged store is replaced
-and rebuilt from the last recovery point by the backup engine (SalChecksumStoreInitializationFailed).
+A file whose size, mtime, ctime and inode match is not read again. SQLite, keyed by (folder, name) so that
+one query answers a whole folder; writes go in batches. A damaged store is replaced and rebuilt from the
+last recovery point by the backup engine (SalChecksumStoreInitializationFailed).
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ _enc = msgspec.msgpack.Encoder()
 _dec_chunks = msgspec.msgpack.Decoder(list[bytes])
 _dec_ext = msgspec.msgpack.Decoder(list[tuple[int, int]] | None)
 
-SCHEMA = 1
+SCHEMA = 2  # 1 was keyed by the full path; such a store is dropped and rebuilt
+PUT_BATCH = 2000
 
 
 class StoreDamaged(Exception):
@@ -34,6 +36,16 @@ class FileState:
     extents: list[tuple[int, int]] | None
 
 
+FileRow = tuple[int, int, int, int, bytes, bytes]  # size, mtime, ctime, inode, chunks, extents (encoded)
+
+
+def _state(row: FileRow) -> FileState | None:
+    try:
+        return FileState(row[0], row[1], row[2], row[3], _dec_chunks.decode(row[4]), _dec_ext.decode(row[5]))
+    except msgspec.DecodeError:
+        return None
+
+
 class ChecksumStore:
     def __init__(self, path: Path, key_id: str) -> None:
         self.path = path
@@ -43,16 +55,19 @@ class ChecksumStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
-            self._db.execute("CREATE TABLE IF NOT EXISTS files (path BLOB PRIMARY KEY, size INTEGER, "
-                             "mtime INTEGER, ctime INTEGER, inode INTEGER, chunks BLOB, extents BLOB) "
-                             "WITHOUT ROWID")
             meta = dict(self._db.execute("SELECT k, v FROM meta").fetchall())
+            if meta.get("schema") != str(SCHEMA):
+                self._db.execute("DROP TABLE IF EXISTS files")
+            self._db.execute("CREATE TABLE IF NOT EXISTS files (dir BLOB, name BLOB, size INTEGER, "
+                             "mtime INTEGER, ctime INTEGER, inode INTEGER, chunks BLOB, extents BLOB, "
+                             "PRIMARY KEY (dir, name)) WITHOUT ROWID")
             self._db.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreDamaged(str(exc)) from exc
-        if meta.get("schema") not in (None, str(SCHEMA)) or meta.get("key_id") not in (None, key_id):
+        if meta.get("key_id") not in (None, key_id):
             self._db.execute("DELETE FROM files")
             meta = {}
+        self._pending: list[tuple[bytes, bytes, int, int, int, int, bytes, bytes]] = []
         self.empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('key_id', ?)", (str(SCHEMA), key_id))
         self._db.execute("BEGIN")
@@ -70,26 +85,43 @@ class ChecksumStore:
             return cls(path, key_id), str(exc)
 
     def get(self, path: bytes) -> FileState | None:
-        row = self._db.execute("SELECT size, mtime, ctime, inode, chunks, extents FROM files WHERE path = ?",
-                               (path,)).fetchone()
-        if row is None:
-            return None
-        try:
-            return FileState(row[0], row[1], row[2], row[3], _dec_chunks.decode(row[4]), _dec_ext.decode(row[5]))
-        except msgspec.DecodeError:
-            return None
+        folder, _, name = path.rpartition(b"/")
+        self._write_pending()
+        row = self._db.execute("SELECT size, mtime, ctime, inode, chunks, extents FROM files "
+                               "WHERE dir = ? AND name = ?", (folder, name)).fetchone()
+        return None if row is None else _state(row)
+
+    def folder(self, folder: bytes) -> dict[bytes, FileRow]:
+        """Every recorded file directly in `folder` (a path without trailing slash), by name, undecoded:
+        one query per folder instead of one per file. `state()` decodes the row of a file that matches."""
+        self._write_pending()
+        return {bytes(r[0]): r[1:] for r in self._db.execute(
+            "SELECT name, size, mtime, ctime, inode, chunks, extents FROM files WHERE dir = ?", (folder,))}
+
+    @staticmethod
+    def state(row: FileRow) -> FileState | None:
+        return _state(row)
 
     def put(self, path: bytes, state: FileState) -> None:
-        self._db.execute("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         (path, state.size, state.mtime_ns, state.ctime_ns, state.inode,
-                          _enc.encode(state.chunks), _enc.encode(state.extents)))
+        folder, _, name = path.rpartition(b"/")
+        self._pending.append((folder, name, state.size, state.mtime_ns, state.ctime_ns, state.inode,
+                              _enc.encode(state.chunks), _enc.encode(state.extents)))
+        if len(self._pending) >= PUT_BATCH:
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
+            self._pending = []
 
     def commit(self, last_rp: str) -> None:
+        self._write_pending()
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('last_rp', ?)", (last_rp,))
         self._db.execute("COMMIT")
         self._db.execute("BEGIN")
 
     def close(self) -> None:
+        self._pending = []  # never committed: the job that wrote them did not end
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         self._db.close()

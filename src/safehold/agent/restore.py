@@ -94,7 +94,7 @@ class RestoreEngine:
         self._unmatched = {tuple(w): p for w, p in zip(wanted or [], include or [], strict=True)}
         self._root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            self._tree(self._root_fd, os.fsencode(target), [], rp.root, wanted)
+            self._tree(self._root_fd, os.fsencode(target), [], rp.root, wanted, fresh=False)
         finally:
             os.close(self._root_fd)
         for path in self._unmatched.values():
@@ -105,7 +105,9 @@ class RestoreEngine:
     # ---- walking -------------------------------------------------------------------------------------
 
     def _tree(self, dir_fd: int, dir_path: bytes, parts: list[bytes], tid: bytes,
-              wanted: list[list[bytes]] | None) -> None:
+              wanted: list[list[bytes]] | None, fresh: bool) -> None:
+        """Restore a tree's entries into dir_fd; `fresh`: this restore just made the folder, so nothing in it
+        can exist yet and the check for an existing item (one lstat per item) is skipped."""
         for e in self.reader.tree(tid):
             here = [*parts, e.name]
             sub: list[list[bytes]] | None = None
@@ -117,7 +119,7 @@ class RestoreEngine:
                     sub = [w for w in wanted if w[:len(here)] == here]  # on the way to a wanted path
                 else:
                     continue
-            self._item(dir_fd, dir_path, here, e, sub)
+            self._item(dir_fd, dir_path, here, e, sub, fresh)
 
     def _fail(self, path: bytes, code: str, reason: str) -> None:
         item = ItemFailed(path, code, reason)
@@ -125,7 +127,7 @@ class RestoreEngine:
         self.events(item)
 
     def _item(self, dir_fd: int, dir_path: bytes, parts: list[bytes], e: Entry,
-              wanted: list[list[bytes]] | None) -> None:
+              wanted: list[list[bytes]] | None, fresh: bool = False) -> None:
         full = dir_path + b"/" + e.name
         if e.type == tree.DIR:
             try:
@@ -137,7 +139,7 @@ class RestoreEngine:
         final: bytes | None = None  # set when a temporary name replaces an existing item at the end
         copy = False
         try:
-            if _exists(dir_fd, e.name):
+            if not fresh and _exists(dir_fd, e.name):
                 if self.existing == SKIP:
                     self.result.skipped += 1
                     self._progress()
@@ -157,8 +159,7 @@ class RestoreEngine:
         done = False
         try:
             if e.type == tree.FILE:
-                self._file(dir_fd, full, parts, e)
-                done = _exists(dir_fd, name)  # a file whose data failed verification was removed
+                done = self._file(dir_fd, full, parts, e)  # False: its data failed verification, it was removed
             else:
                 if e.type == tree.SYMLINK:
                     os.symlink(e.target or b"", name, dir_fd=dir_fd)
@@ -191,16 +192,18 @@ class RestoreEngine:
 
     def _dir(self, dir_fd: int, full: bytes, parts: list[bytes], e: Entry,
              wanted: list[list[bytes]] | None) -> None:
+        fresh = True
         try:
             os.mkdir(e.name, 0o700, dir_fd=dir_fd)
         except FileExistsError:
+            fresh = False
             st = os.lstat(e.name, dir_fd=dir_fd)
             if not stat.S_ISDIR(st.st_mode):
                 raise
         fd = os.open(e.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=dir_fd)
         try:
             if e.subtree:
-                self._tree(fd, full, parts, e.subtree, wanted)
+                self._tree(fd, full, parts, e.subtree, wanted, fresh)
             self._problems(full, fsmeta.apply_meta(fd, e, self.with_owner, self.with_acls))
         except SafeholdError as exc:  # this folder's listing failed verification: restore the rest
             self.result.integrity_failures += 1
@@ -209,7 +212,8 @@ class RestoreEngine:
             os.close(fd)
         self.result.dirs += 1
 
-    def _file(self, dir_fd: int, full: bytes, parts: list[bytes], e: Entry) -> None:
+    def _file(self, dir_fd: int, full: bytes, parts: list[bytes], e: Entry) -> bool:
+        """Create one file (or a hard link to its group's first member); False if its data failed verification."""
         if e.link_id and e.link_id in self._links:
             src = self._links[e.link_id]
             src_dir = self._open_parent(src)
@@ -218,7 +222,7 @@ class RestoreEngine:
             finally:
                 os.close(src_dir)
             self.result.files += 1
-            return  # one inode: its metadata was applied with the first member
+            return True  # one inode: its metadata was applied with the first member
         fd = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
         ok = False
         try:
@@ -233,10 +237,11 @@ class RestoreEngine:
             if not ok:
                 os.unlink(e.name, dir_fd=dir_fd)
         if not ok:
-            return
+            return False
         self.result.files += 1
         if e.link_id:
             self._links[e.link_id] = parts
+        return True
 
     def _write(self, fd: int, e: Entry) -> None:
         chunks = e.chunks or []
