@@ -19,9 +19,11 @@ BLOCK = MIB
 # Compressible binary: random bytes mapped onto 16 symbols (~4 bits of entropy per byte), fast to make.
 _LOW_ENTROPY = bytes(b"\x00\x01\x02\x03\x10\x20\x30\x40\xff\xfe\x7f\x41\x42\x43\x0a\x20"[i % 16] for i in range(256))
 
-_WORDS = ("self return def class import from if else elif for while in not and or None True False try except "
-          "raise with as yield lambda value result index count items data path name size buffer offset length "
-          "config error status request response client server handle update append extend key values").split()
+_WORDS = ("self", "return", "def", "class", "import", "from", "if", "else", "elif", "for", "while", "in", "not",
+          "and", "or", "None", "True", "False", "try", "except", "raise", "with", "as", "yield", "lambda", "value",
+          "result", "index", "count", "items", "data", "path", "name", "size", "buffer", "offset", "length",
+          "config", "error", "status", "request", "response", "client", "server", "handle", "update", "append",
+          "extend", "key", "values")
 
 
 def _rng(seed: int, *salt: object) -> random.Random:
