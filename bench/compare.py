@@ -108,7 +108,7 @@ def generate(name: str, root: Path, seed: int, quick: bool) -> str:
     return f"{len(paths):,} files, {size / 2**20:,.0f} MiB"
 
 
-def write_doc(path: Path, trees: dict[str, dict[str, Any]], runs: int, seed: int) -> None:
+def write_doc(path: Path, trees: dict[str, dict[str, Any]], seed: int) -> None:
     old = path.read_text() if path.exists() else ""
     m = report.machine()
     versions = {"safehold": tools.Safehold.version(), "restic": tools.Restic.version(),
@@ -116,10 +116,10 @@ def write_doc(path: Path, trees: dict[str, dict[str, Any]], runs: int, seed: int
     lines = [
         "# Benchmarks: safehold, restic and borg",
         "",
-        "Written by `bench/compare.py` (see [How to run it](#how-to-run-it)); every figure below is the median of "
-        f"{runs} runs, all tools on the same generated data on the same machine in one run of the script.",
+        "Written by `bench/compare.py` (see [How to run it](#how-to-run-it)); every figure below is a median over "
+        "runs in which all tools backed up the same generated data on the same machine, one after the other.",
         "",
-        f"- Date: {datetime.date.today().isoformat()}",
+        f"- Report written: {datetime.date.today().isoformat()}",
         f"- Machine: {m['cpu']}, {m['memory']} RAM, {m['system']}, kernel {m['kernel']}, Python {m['python']}",
         f"- Versions: safehold {versions['safehold']}; restic {versions['restic']} (Debian package, its defaults: "
         f"repository format 2, compression auto); borg {versions['borg']} (Debian package, repokey-blake2, "
@@ -132,7 +132,9 @@ def write_doc(path: Path, trees: dict[str, dict[str, Any]], runs: int, seed: int
         "tree and user-space CPU ≤ 0.5× restic's.",
     ]
     for name, tree in trees.items():
-        lines += ["", f"## The {name} tree: {tree['description']}", "", *report.tree_table(tree, PEERS), "",
+        lines += ["", f"## The {name} tree: {tree['description']}", "",
+                  f"Medians of {tree['runs_done']} runs, {tree.get('date', '')}.", "",
+                  *report.tree_table(tree, PEERS), "",
                   f"`cp -a` of the same tree: {statistics.median(x['wall'] for x in tree['cp']):.2f} s wall "
                   f"(median), {statistics.median(x['user'] for x in tree['cp']):.2f} s user CPU.", "",
                   "Targets:", "", *report.verdicts(tree, PEERS)]
@@ -168,8 +170,15 @@ def main() -> None:
     ap.add_argument("--report", type=Path, default=None,
                     help="Markdown to write (default docs/benchmarks.md; none with --quick)")
     ap.add_argument("--keep", action="store_true", help="keep the generated trees in the work folder")
+    ap.add_argument("--from-json", type=Path, default=None,
+                    help="only write the report from saved results (docs/benchmarks.json or a work folder's)")
     a = ap.parse_args()
     runs = a.runs or (1 if a.quick else 5)
+    out = a.report or (None if a.quick else tools.REPO / "docs" / "benchmarks.md")
+    if a.from_json:
+        assert out is not None
+        write_doc(out, json.loads(a.from_json.read_text()), a.seed)
+        return
     if not Path(gnutime.GNU_TIME).exists() or not all(shutil.which(t) for t in ("restic", "borg")):
         subprocess.run(["bash", str(Path(__file__).with_name("setup.sh"))], check=True)
     if not tools.SAFEHOLD.exists():
@@ -188,7 +197,8 @@ def main() -> None:
         for name in names:
             source = work / "trees" / name
             tree: dict[str, Any] = {"description": generate(name, source, a.seed, a.quick), "runs": runs,
-                                    "runs_done": 0, "results": {}, "stored_first": {}, "stored_final": {}}
+                                    "runs_done": 0, "date": datetime.date.today().isoformat(), "results": {},
+                                    "stored_first": {}, "stored_final": {}}
             trees[name] = tree
             for i in range(runs):
                 baseline(source, work, a.seed, tree)
@@ -196,6 +206,8 @@ def main() -> None:
                 for tool_name in order:
                     started = time.perf_counter()
                     one_tool(tools.TOOLS[tool_name], source, work, a.seed, tree)
+                    # Partial results survive an interrupted run: --from-json turns them into the report.
+                    (work / "results.json").write_text(json.dumps(trees, indent=1) + "\n")
                     print(f"{name} run {i + 1}/{runs} {tool_name}: "
                           + ", ".join(f"{ph} {tree['results'][tool_name][ph][-1]['wall']:.2f} s"
                                       for ph in report.PHASES)
@@ -205,13 +217,15 @@ def main() -> None:
             if not a.keep:
                 shutil.rmtree(source)
     finally:
-        if not a.keep:
+        if not a.keep and all(t["runs_done"] == t["runs"] for t in trees.values()):
             shutil.rmtree(work, ignore_errors=True)
-    out = a.report or (None if a.quick else tools.REPO / "docs" / "benchmarks.md")
     if out is not None:
-        write_doc(out, trees, runs, a.seed)
-        out.with_suffix(".json").write_text(json.dumps(trees, indent=1) + "\n")
-        print(f"wrote {out} and {out.with_suffix('.json')}")
+        saved = out.with_suffix(".json")
+        # Trees not measured this time keep their earlier results.
+        merged = {**(json.loads(saved.read_text()) if saved.exists() else {}), **trees}
+        saved.write_text(json.dumps(merged, indent=1) + "\n")
+        write_doc(out, merged, a.seed)
+        print(f"wrote {out} and {saved}")
 
 
 if __name__ == "__main__":
