@@ -133,7 +133,7 @@ def write_doc(path: Path, trees: dict[str, dict[str, Any]], seed: int) -> None:
     ]
     for name, tree in trees.items():
         lines += ["", f"## The {name} tree: {tree['description']}", "",
-                  f"Medians of {tree['runs_done']} runs, {tree.get('date', '')}.", "",
+                  f"Medians of {len(tree['results']['safehold']['first'])} runs, {tree.get('date', '')}.", "",
                   *report.tree_table(tree, PEERS), "",
                   f"`cp -a` of the same tree: {statistics.median(x['wall'] for x in tree['cp']):.2f} s wall "
                   f"(median), {statistics.median(x['user'] for x in tree['cp']):.2f} s user CPU.", "",
