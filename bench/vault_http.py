@@ -149,8 +149,8 @@ def main() -> None:
         results: dict[str, dict[str, list[Sample]]] = {"embedded": {}, "served": {}}
         for _ in range(a.runs):
             for kind in ("embedded", "served"):  # interleaved, so drifts of the machine hit both alike
-                for step, s in one_run(kind, data, work).items():
-                    results[kind].setdefault(step, []).append(s)
+                for step, got in one_run(kind, data, work).items():
+                    results[kind].setdefault(step, []).append(got)
         print(f"{a.size_mb} MB mixed tree, medians of {a.runs} runs")
         print(f"{'step':<14}{'embedded s':>12}{'served s':>10}{'ratio':>8}{'emb CPU':>9}{'srv CPU':>9}"
               f"{'emb RSS':>9}{'srv RSS':>9}")

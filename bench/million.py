@@ -1,0 +1,84 @@
+"""Benchmark: a first backup of 1,000,000 empty or tiny files, to show that peak memory stays bounded.
+
+    .venv/bin/python bench/million.py [--count 1000000] [--tools safehold,restic] [--work DIR] [--report FILE]
+
+Files in folders of 1,000; every other file empty, the rest a few bytes. Wall time, CPU and peak RSS from
+`/usr/bin/time -v`; the figures go into a marked section of docs/benchmarks.md (with --report, or by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import compare
+import report
+import tools
+
+
+def make(root: Path, count: int) -> None:
+    root.mkdir(parents=True)
+    for d in range(0, count, 1000):
+        sub = root / f"d{d // 1000:04}"
+        sub.mkdir()
+        dfd = os.open(sub, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for i in range(d, min(d + 1000, count)):
+                fd = os.open(f"f{i:07}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
+                if i % 2:
+                    os.write(fd, f"{i}\n".encode())
+                os.close(fd)
+        finally:
+            os.close(dfd)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--count", type=int, default=1_000_000)
+    ap.add_argument("--tools", default="safehold", help="comma-separated: safehold, restic, borg")
+    ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a new one in /tmp)")
+    ap.add_argument("--report", type=Path, default=tools.REPO / "docs" / "benchmarks.md",
+                    help="Markdown file whose `million` section is replaced (default docs/benchmarks.md)")
+    ap.add_argument("--no-report", action="store_true")
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="safehold-million-", dir=a.work))
+    if tools.REPO in work.resolve().parents:
+        raise SystemExit("the work folder must be outside the repository")
+    rows = []
+    try:
+        source = work / "files"
+        started = time.perf_counter()
+        make(source, a.count)
+        print(f"made {a.count} files in {time.perf_counter() - started:.0f} s", flush=True)
+        for name in a.tools.split(","):
+            run = work / name
+            run.mkdir()
+            tool = tools.TOOLS[name](run)
+            tool.prepare()
+            u = compare.measure(lambda t=tool: t.backup(source), source)
+            stored = tool.stored_bytes()
+            rows.append(f"| {name} | {u.wall:.1f} | {u.cpu:.1f} | {u.max_rss_kib / 1024:.0f} | {stored / 2**20:.0f} |")
+            print(rows[-1], flush=True)
+            shutil.rmtree(run)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if a.no_report:
+        return
+    m = report.machine()
+    body = "\n".join([
+        f"## One million files (`bench/million.py`, {datetime.date.today().isoformat()})", "",
+        f"A first backup of {a.count:,} files (every other one empty, the rest a few bytes, 1,000 a folder), "
+        f"one run, on {m['cpu']}, {m['memory']} RAM. Peak RSS is the largest process, from `/usr/bin/time -v`.",
+        "", "| tool | wall (s) | user+sys CPU (s) | peak RSS (MiB) | stored (MiB) |", "|---|---|---|---|---|",
+        *rows])
+    old = a.report.read_text() if a.report.exists() else ""
+    a.report.write_text(report.replace_section(old, "million", body))
+
+
+if __name__ == "__main__":
+    main()
