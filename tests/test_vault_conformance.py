@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from safehold.agent.remote import RemoteVault
+from safehold.agent.throttle import Limits, PacedVault, Pacer
 from safehold.errors import SafeholdError
 from safehold.formats import keys as keyfmt
 from safehold.formats.chunks import Sealer, chunk_id
@@ -373,3 +374,26 @@ def test_job_reports_are_kept_replaced_and_checked(subject: Subject) -> None:
     with pytest.raises(SafeholdError):
         subject.svc.report_jobs(other.machine_id, [first])
     assert subject.svc.jobs(other.machine_id) == [] and v.jobs(mid)[0] == first
+
+
+def test_a_throttled_upload_is_paced_piece_by_piece(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    now = [1000.0]
+    slept: list[float] = []
+
+    def sleep(s: float) -> None:
+        slept.append(s)
+        now[0] += s
+
+    pacer = Pacer(Limits(8_000_000, 8_000_000), clock=lambda: now[0], sleep=sleep)  # 1 MB/s
+    paced = PacedVault(v, pacer)
+    session = v.begin_session(mid)
+    pid, data, entries, _ids = _pack(subject.keys, os.urandom(3 * 1024 * 1024 + 5))
+    paced.put_pack(mid, session, pid, data, entries)
+    total = sum(slept)
+    if isinstance(v, RemoteVault):  # streamed: waits between the 1 MiB pieces of the one pack
+        assert len(slept) == 3 and abs(total - 3 * 1024 * 1024 / 1e6) < 0.01
+    else:  # embedded: whole packs are paced, the first one goes at once
+        assert slept == []
+    assert (pid, len(data)) in v.packs(mid), "the paced pack arrived whole"
+    v.abort_session(mid, session)

@@ -236,6 +236,9 @@ class VaultHttp:
 class RemoteVault(VaultHttp):
     """`ports.VaultClient` of a vault server, as one machine (with its token) or as a registering agent."""
 
+    # Called with each upload piece's size before it is sent (upload throttling, agent/throttle.py).
+    pace: Callable[[int], None] | None = None
+
     def _m(self, machine_id: MachineId) -> str:
         return f"{wire.API}/machines/{machine_id}"
 
@@ -308,6 +311,8 @@ class RemoteVault(VaultHttp):
         def body() -> Iterator[bytes]:
             yield header
             for i in range(0, len(view), UPLOAD_PIECE):
+                if self.pace is not None:  # upload throttling spaces the pieces, not just whole packs
+                    self.pace(min(UPLOAD_PIECE, len(view) - i))
                 yield view[i:i + UPLOAD_PIECE]  # type: ignore[misc]  # sent as is: no copy of the pack
 
         self.request("PUT", f"{self._m(machine_id)}/packs/{pack_id}", params={"session": session},

@@ -1,7 +1,8 @@
 """Upload bandwidth limits: one rate in work hours on work days, another outside them (MARS's throttling).
 
-`Pacer` spaces pack uploads so that the average rate stays under the limit in force when each pack leaves;
-`PacedVault` puts it in front of any vault client. Clock and sleep are injected, so tests never wait.
+`Pacer` spaces uploads so that the rate stays under the limit in force: the 1 MiB pieces of a pack sent to a
+vault server, or whole packs written to an embedded vault; `PacedVault` puts it in front of any vault client.
+Clock and sleep are injected, so tests never wait.
 """
 
 from __future__ import annotations
@@ -119,10 +120,16 @@ class PacedVault:
     def __init__(self, inner: VaultClient, pacer: Pacer) -> None:
         self._inner = inner
         self.pacer = pacer
+        # A vault server's client streams a pack in pieces: space the pieces, so that a pack never goes out
+        # at full speed. Other clients (the embedded vault) are paced pack by pack.
+        self._streams = hasattr(inner, "pace")
+        if self._streams:
+            inner.pace = pacer.before_send  # type: ignore[attr-defined]
 
     def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes,
                  entries: list[PackEntry]) -> None:
-        self.pacer.before_send(len(data))
+        if not self._streams:
+            self.pacer.before_send(len(data))
         self._inner.put_pack(machine_id, session, pack_id, data, entries)
 
     def __getattr__(self, name: str) -> Any:
