@@ -7,41 +7,26 @@ stopped with `safehold jobs stop` without touching the daemon.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
+from typing import NoReturn
 
+from safehold.agent.joblock import HolderLock
 from safehold.agent.scheduler import IDLE_CHECK_S, Due, Scheduler
 from safehold.errors import SafeholdError, raise_error
 
 
-class DaemonLock:
+def _daemon_running(holder: str) -> NoReturn:
+    raise_error("AgentDaemonAlreadyRunning", pid=holder or "?")
+
+
+class DaemonLock(HolderLock):
+    """One daemon per agent folder; the lock file (HOME/agent.pid) names its pid for `doctor`."""
+
     def __init__(self, pid_file: Path) -> None:
-        self.pid_file = pid_file
-        self._fd: int | None = None
-
-    def __enter__(self) -> DaemonLock:
-        self.pid_file.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.pid_file, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            raise_error("AgentDaemonAlreadyRunning", pid=holder or "?")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-        return self
-
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
-        if self._fd is not None:  # emptied, not removed: removing it would let two daemons lock two files
-            os.ftruncate(self._fd, 0)
-            os.close(self._fd)
-            self._fd = None
+        super().__init__(pid_file, str(os.getpid()), _daemon_running)
 
 
 class Daemon:

@@ -7,19 +7,25 @@ from __future__ import annotations
 
 import fcntl
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import NoReturn, Self
 
 from safehold.errors import raise_error
 
 
-class JobLock:
-    def __init__(self, path: Path, job: str) -> None:
+class HolderLock:
+    """An exclusive flock on a file that names its holder; the file is emptied, never removed, at the end
+    (removing it would let two holders lock two different files). `refuse` raises the error for a busy lock."""
+
+    def __init__(self, path: Path, holder: str, refuse: Callable[[str], NoReturn]) -> None:
         self.path = path
-        self.job = job
+        self.holder = holder
+        self.refuse = refuse
         self._fd: int | None = None
 
-    def __enter__(self) -> JobLock:
+    def __enter__(self) -> Self:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
@@ -27,9 +33,9 @@ class JobLock:
         except BlockingIOError:
             holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
             os.close(fd)
-            raise_error("AnotherJobInProgress", detail=f"held by {holder}" if holder else None)
+            self.refuse(holder)
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{self.job} pid {os.getpid()}\n".encode(), 0)
+        os.pwrite(fd, f"{self.holder}\n".encode(), 0)
         self._fd = fd
         return self
 
@@ -38,3 +44,13 @@ class JobLock:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
+
+
+def _another_job(holder: str) -> NoReturn:
+    raise_error("AnotherJobInProgress", detail=f"held by {holder}" if holder else None)
+
+
+class JobLock(HolderLock):
+    def __init__(self, path: Path, job: str) -> None:
+        super().__init__(path, f"{job} pid {os.getpid()}", _another_job)
+        self.job = job
