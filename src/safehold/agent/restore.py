@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 import uuid
 from dataclasses import dataclass, field
 
@@ -84,6 +85,13 @@ class RestoreEngine:
         self._root_fd = -1
         self._clock = ProgressClock()
         self._total: int | None = None
+        # Set (from a signal handler) to cancel: the engine stops at the next safe point, never between
+        # creating a file and the cleanup that removes it when it is not whole.
+        self.cancel = threading.Event()
+
+    def _cancel_point(self) -> None:
+        if self.cancel.is_set():
+            raise KeyboardInterrupt
 
     def run(self, rp: RecoveryPoint, target: str, include: list[str] | None = None) -> RestoreResult:
         os.makedirs(target, mode=0o700, exist_ok=True)
@@ -128,6 +136,7 @@ class RestoreEngine:
 
     def _item(self, dir_fd: int, dir_path: bytes, parts: list[bytes], e: Entry,
               wanted: list[list[bytes]] | None, fresh: bool = False) -> None:
+        self._cancel_point()
         full = dir_path + b"/" + e.name
         if e.type == tree.DIR:
             try:
@@ -248,6 +257,7 @@ class RestoreEngine:
         extents = e.extents if e.extents is not None else [(0, e.size)]
         ext_i, ext_off = 0, 0  # position within the extent list
         for data in self.reader.read_many(chunks, CHUNK_DATA):
+            self._cancel_point()  # inside the file's try: a cancelled file is removed
             view = memoryview(data)
             while view:
                 if ext_i >= len(extents):

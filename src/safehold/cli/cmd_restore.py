@@ -6,6 +6,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from types import FrameType
 
 import click
 
@@ -133,13 +134,18 @@ def _restore(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, rp: R
     engine = RestoreEngine(reader, renderer, with_owner=False if no_owner else None, with_acls=not no_acls,
                            existing=existing)
     cancelled = False
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM cancels like Ctrl-C
+
+    def cancel(_sig: int, _frame: FrameType | None) -> None:
+        engine.cancel.set()  # the engine stops at its next safe point (SIGTERM cancels like Ctrl-C)
+
+    previous = {sig: signal.signal(sig, cancel) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         engine.run(rp, target, list(paths) or None)
     except KeyboardInterrupt:
         cancelled = True  # what was restored stays; the file being written when it came is removed
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
     result = engine.result
     status = JobStatus.CANCELLED if cancelled else result.status
     failed_list = write_failed_files(agent.cache.logs, f"restore-{job_id}", result.failed) \
