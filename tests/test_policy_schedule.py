@@ -293,3 +293,18 @@ def test_reaping_never_overwrites_an_end_the_job_recorded(tmp_path: Path) -> Non
         assert [j.job_id for j in h.reap()] == [dead]
         assert h.get(done).status == JobStatus.COMPLETED
         assert h.get(dead).status == JobStatus.FAILED and "ended without finishing" in (h.get(dead).error_text or "")
+
+
+def test_exclusions_by_path_match_below_a_symlinked_parent(tmp_path: Path) -> None:
+    from safehold.agent.backupjob import request_from_policy
+
+    real = tmp_path / "real"
+    (real / "docs" / "sub").mkdir(parents=True)
+    (real / "docs" / "tmp").mkdir()
+    (tmp_path / "link").symlink_to(real)
+    docs = str(tmp_path / "link" / "docs")
+    p = Policy(files=FileSpec(include=(docs,), exclude=(f"{docs}/tmp", "*.bak"), non_recursive=(docs,)))
+    req = request_from_policy(p, "manual")
+    walked = str(real / "docs")  # the engine walks the included folder with its parents resolved
+    assert f"{walked}/tmp" in req.excludes and "*.bak" in req.excludes
+    assert f"{walked}/sub" in req.excludes, "the non-recursive folder's subfolders, as the walk sees them"

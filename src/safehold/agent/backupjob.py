@@ -61,14 +61,23 @@ def request_from_policy(policy: Policy, trigger: str, extra_excludes: list[str] 
     A non-recursive folder keeps its files: the subfolders it has when the job starts are excluded by path.
     """
     spec = policy.files
-    excludes = [*spec.exclude, *(_type_pattern(ext) for ext in spec.exclude_types), *(extra_excludes or [])]
+    excludes = [_walked(p) if p.startswith("/") and not glob.has_magic(p) else p for p in spec.exclude]
+    excludes += [*(_type_pattern(ext) for ext in spec.exclude_types), *(extra_excludes or [])]
     for folder in spec.non_recursive:
+        walked = _walked(folder)
         try:
-            with os.scandir(folder) as it:
-                excludes += [glob.escape(os.path.join(folder, d.name)) for d in it if d.is_dir(follow_symlinks=False)]
+            with os.scandir(walked) as it:
+                excludes += [glob.escape(os.path.join(walked, d.name)) for d in it if d.is_dir(follow_symlinks=False)]
         except OSError:
             pass  # the engine reports an unreadable folder itself
     return BackupRequest(list(spec.include), excludes, trigger)
+
+
+def _walked(path: str) -> str:
+    """A path as the backup walks it: symlinks among the folders above it resolved, as the engine resolves
+    its targets, so that an exclusion by path matches below a symlinked parent too."""
+    path = os.path.normpath(path)
+    return path if path == "/" else os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
 
 
 def _type_pattern(ext: str) -> str:
