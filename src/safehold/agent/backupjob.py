@@ -51,10 +51,6 @@ class BackupOutcome:
     failed_list: Path | None
 
 
-def jobs_file(cache: CacheFolder) -> Path:
-    return cache.root / "jobs.sqlite"
-
-
 def request_from_policy(policy: Policy, trigger: str, extra_excludes: list[str] | None = None) -> BackupRequest:
     """What a policy asks to back up: its folders, its exclusions, its file types, its non-recursive folders.
 
@@ -137,7 +133,7 @@ def run_backup(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, cac
     job_id = uuid.uuid4().hex
     shield = threading.Event()
     vault = cast(VaultClient, _ShieldedCommit(vault, shield))
-    with JobHistory(jobs_file(cache)) as history:
+    with JobHistory(cache.jobs_db) as history:
         history.reap()  # a job whose process died shows as failed before this one starts
         try:
             lock = JobLock(cache.lock_file, f"backup {job_id}").__enter__()

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 
 from safehold import __version__
 from safehold.agent import policyfile, probes
-from safehold.agent.home import AgentHome, CacheFolder, Registration, read_private
+from safehold.agent.home import AgentHome, Registration, read_private
 from safehold.agent.registration import local_hostname
 from safehold.errors import SafeholdError, error
 from safehold.formats import credentials as credfmt
@@ -256,7 +256,7 @@ class Doctor:
     def _key(self) -> Iterator[Finding]:
         reg = self._reg
         assert reg is not None
-        key_file = CacheFolder(Path(reg.cache_folder)).key_file
+        key_file = reg.cache.key_file
         try:
             data = read_private(key_file)
         except FileNotFoundError:
@@ -285,7 +285,7 @@ class Doctor:
     def _checksums(self) -> Iterator[Finding]:
         reg = self._reg
         assert reg is not None
-        path = CacheFolder(Path(reg.cache_folder)).checksum_store
+        path = reg.cache.checksum_store
         if not path.exists():
             yield Finding("checksums", OK, N_("No checksum store yet; the first backup creates it."))
             return
@@ -383,7 +383,7 @@ class Doctor:
     def _holders(self) -> Iterator[Finding]:
         reg = self._reg
         assert reg is not None
-        cache = CacheFolder(Path(reg.cache_folder))
+        cache = reg.cache
         holders = probes.processes_holding(cache.root)
         locked = probes.lock_holder(cache.lock_file)
         if locked and not holders:

@@ -62,6 +62,10 @@ class Registration:
     registered_ns: int
     tls_fingerprint: str | None = None  # pinned certificate of a vault server; None for an embedded vault
 
+    @property
+    def cache(self) -> CacheFolder:
+        return CacheFolder(Path(self.cache_folder))
+
 
 class AgentHome:
     def __init__(self, root: Path) -> None:
@@ -140,6 +144,10 @@ class CacheFolder:
     @property
     def lock_file(self) -> Path:
         return self.root / "job.lock"
+
+    @property
+    def jobs_db(self) -> Path:
+        return self.root / "jobs.sqlite"
 
     def ensure(self) -> None:
         for p in (self.root, self.logs):

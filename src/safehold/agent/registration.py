@@ -103,7 +103,7 @@ def stored_passphrase(home: AgentHome) -> str | None:
 
 def open_keys(reg: Registration, passphrase: str) -> MachineKeys:
     """Unwrap the machine key from the cache folder; a missing or damaged file is error 34506."""
-    cache = CacheFolder(Path(reg.cache_folder))
+    cache = reg.cache
     try:
         data = read_private(cache.key_file)
     except FileNotFoundError:

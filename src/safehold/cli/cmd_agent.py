@@ -15,9 +15,8 @@ from types import FrameType
 import click
 
 from safehold.agent import policyfile
-from safehold.agent.backupjob import jobs_file
 from safehold.agent.daemon import Daemon, DaemonLock
-from safehold.agent.home import AgentHome, CacheFolder, default_home
+from safehold.agent.home import AgentHome, default_home
 from safehold.agent.jobs import JobHistory
 from safehold.agent.scheduler import Due, Scheduler
 from safehold.cli.context import connect
@@ -72,7 +71,7 @@ def run(obj: dict[str, str | None], once: bool, as_json: bool) -> None:
         """A job process that died (killed, out of memory) cannot record that itself: the daemon does, and
         tells the vault."""
         reg = home.load()
-        with JobHistory(jobs_file(CacheFolder(Path(reg.cache_folder)))) as history:
+        with JobHistory(reg.cache.jobs_db) as history:
             if history.reap():
                 history.report(connect(home, reg), MachineId(reg.machine_id))
 

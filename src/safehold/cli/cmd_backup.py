@@ -12,8 +12,8 @@ import click
 
 from safehold.agent import policyfile
 from safehold.agent import settings as agent_settings
-from safehold.agent.backupjob import MANUAL, SCHEDULED, BackupRequest, jobs_file, request_from_policy, run_backup
-from safehold.agent.home import AgentHome, CacheFolder, default_home
+from safehold.agent.backupjob import MANUAL, SCHEDULED, BackupRequest, request_from_policy, run_backup
+from safehold.agent.home import AgentHome, default_home
 from safehold.agent.jobs import JobHistory
 from safehold.agent.registration import local_hostname
 from safehold.agent.throttle import Pacer, paced
@@ -80,7 +80,7 @@ def _record_refused(home_dir: str | None, trigger: str, exc: SafeholdError) -> N
     """A job that could not start (vault unreachable, key unreadable) still shows in the job history."""
     try:
         reg = AgentHome(Path(home_dir) if home_dir else default_home()).load()
-        with JobHistory(jobs_file(CacheFolder(Path(reg.cache_folder)))) as history:
+        with JobHistory(reg.cache.jobs_db) as history:
             history.refused("backup", trigger, exc.spec.id_text, exc.text)
     except (SafeholdError, OSError):
         pass  # not registered, or no cache folder: there is no history to write to

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import click
 
-from safehold.agent.backupjob import jobs_file
-from safehold.agent.home import AgentHome, CacheFolder, default_home
+from safehold.agent.home import AgentHome, default_home
 from safehold.agent.jobs import Job, JobHistory
 from safehold.cli.render import emit_json, human_bytes, human_time, table
 from safehold.errors import raise_error
@@ -26,7 +25,7 @@ KIND_TEXT = {"backup": N_("backup"), "restore": N_("restore"), "manual": N_("man
 def _history(obj: dict[str, str | None]) -> JobHistory:
     home_dir = obj.get("home")
     reg = AgentHome(Path(home_dir) if home_dir else default_home()).load()
-    return JobHistory(jobs_file(CacheFolder(Path(reg.cache_folder))))
+    return JobHistory(reg.cache.jobs_db)
 
 
 def _duration(job: Job) -> str:

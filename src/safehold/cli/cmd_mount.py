@@ -19,7 +19,6 @@ import click
 
 from safehold.agent import mounts
 from safehold.agent.backup import open_meta
-from safehold.agent.backupjob import jobs_file
 from safehold.agent.home import AgentHome, default_home
 from safehold.agent.joblock import JobLock
 from safehold.agent.jobs import JobHistory
@@ -106,7 +105,7 @@ def _serve(agent: Agent, points: list[RecoveryPoint], single: bool, mountpoint: 
     def ready() -> None:  # called on libfuse's thread: it opens its own history connection
         mounts.save(agent.home, record)
         # a mount is a job in the history while it lasts: `safehold jobs stop` unmounts it (SIGTERM)
-        with JobHistory(jobs_file(agent.cache)) as history:
+        with JobHistory(agent.cache.jobs_db) as history:
             job.append(history.start("mount"))
         log(f"mounted {record.recovery_point} at {mountpoint}")
         on_ready()
@@ -117,7 +116,7 @@ def _serve(agent: Agent, points: list[RecoveryPoint], single: bool, mountpoint: 
         fs.close()
         mounts.remove(agent.home, mountpoint, pid=os.getpid())
         if job:
-            with JobHistory(jobs_file(agent.cache)) as history:
+            with JobHistory(agent.cache.jobs_db) as history:
                 history.finish(job[0], JobStatus.COMPLETED, recovery_point=points[0].rp_id if single else None)
                 history.report(vault, agent.machine_id)
         log(f"unmounted {mountpoint}")

@@ -12,7 +12,7 @@ import click
 
 from safehold.agent import grants
 from safehold.agent.backup import open_meta
-from safehold.agent.backupjob import MANUAL, jobs_file
+from safehold.agent.backupjob import MANUAL
 from safehold.agent.joblock import JobLock
 from safehold.agent.joblog import write_failed_files
 from safehold.agent.jobs import JobHistory
@@ -71,7 +71,7 @@ def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, .
     if not from_machine and (creds or source_passphrase_file):
         raise_error("InvalidArgument", what="--credentials and --source-passphrase-file go with --from-machine")
     agent.cache.ensure()
-    with JobHistory(jobs_file(agent.cache)) as history:
+    with JobHistory(agent.cache.jobs_db) as history:
         try:
             lock = JobLock(agent.cache.lock_file, "restore").__enter__()
         except SafeholdError as exc:

@@ -89,7 +89,7 @@ class Agent:
 
     @property
     def cache(self) -> CacheFolder:
-        return CacheFolder(Path(self.reg.cache_folder))
+        return self.reg.cache
 
 
 def load_agent(home_dir: str | None, passphrase_file: str | None = None) -> Agent:
