@@ -16,10 +16,10 @@ import click
 
 from safehold.agent import policyfile
 from safehold.agent.daemon import Daemon, DaemonLock
-from safehold.agent.home import AgentHome, default_home
+from safehold.agent.home import AgentHome
 from safehold.agent.jobs import JobHistory
 from safehold.agent.scheduler import Due, Scheduler
-from safehold.cli.context import connect
+from safehold.cli.context import agent_home, connect
 from safehold.cli.render import emit_json
 from safehold.i18n import _
 from safehold.model import MachineId
@@ -30,7 +30,7 @@ UNIT_NAME = "safehold-agent.service"
 
 def _home(obj: dict[str, str | None]) -> AgentHome:
     home_dir = obj.get("home")
-    return AgentHome(Path(home_dir) if home_dir else default_home())
+    return agent_home(home_dir)
 
 
 def _job_command(home: AgentHome) -> list[str]:

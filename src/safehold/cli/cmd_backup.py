@@ -6,18 +6,16 @@ import dataclasses
 import datetime as dt
 import threading
 import time
-from pathlib import Path
 
 import click
 
 from safehold.agent import policyfile
 from safehold.agent import settings as agent_settings
 from safehold.agent.backupjob import MANUAL, SCHEDULED, BackupRequest, request_from_policy, run_backup
-from safehold.agent.home import AgentHome, default_home
 from safehold.agent.jobs import JobHistory
 from safehold.agent.registration import local_hostname
 from safehold.agent.throttle import Pacer, paced
-from safehold.cli.context import Agent, load_agent, vault_folder
+from safehold.cli.context import Agent, agent_home, load_agent, vault_folder
 from safehold.cli.render import EventRenderer, emit_json, human_bytes
 from safehold.errors import SafeholdError, raise_error
 from safehold.i18n import _
@@ -79,7 +77,7 @@ def _keep_until(text: str) -> int:
 def _record_refused(home_dir: str | None, trigger: str, exc: SafeholdError) -> None:
     """A job that could not start (vault unreachable, key unreadable) still shows in the job history."""
     try:
-        reg = AgentHome(Path(home_dir) if home_dir else default_home()).load()
+        reg = agent_home(home_dir).load()
         with JobHistory(reg.cache.jobs_db) as history:
             history.refused("backup", trigger, exc.spec.id_text, exc.text)
     except (SafeholdError, OSError):

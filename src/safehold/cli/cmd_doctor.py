@@ -11,9 +11,9 @@ import click
 
 from safehold.agent import settings as agent_settings
 from safehold.agent.doctor import FAILED, OK, SKIPPED, WARNING, Doctor, Finding
-from safehold.agent.home import AgentHome, default_home
+from safehold.agent.home import AgentHome
 from safehold.agent.registration import stored_passphrase
-from safehold.cli.context import connect, read_passphrase_file
+from safehold.cli.context import agent_home, connect, read_passphrase_file
 from safehold.cli.render import emit_json, error_text
 from safehold.errors import SafeholdError
 from safehold.i18n import N_, _
@@ -56,7 +56,7 @@ def command(obj: dict[str, str | None], creds: str | None, passphrase_file: str 
     check failed.
     """
     home_dir = obj.get("home")
-    home = AgentHome(Path(home_dir) if home_dir else default_home())
+    home = agent_home(home_dir)
 
     def passphrase() -> str | None:
         source = passphrase_file or os.environ.get("SAFEHOLD_PASSPHRASE_FILE")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from safehold.agent.home import AgentHome, default_home
 from safehold.agent.jobs import Job, JobHistory
+from safehold.cli.context import agent_home
 from safehold.cli.render import emit_json, human_bytes, human_time, table
 from safehold.errors import raise_error
 from safehold.i18n import N_, _
@@ -24,7 +24,7 @@ KIND_TEXT = {"backup": N_("backup"), "restore": N_("restore"), "manual": N_("man
 
 def _history(obj: dict[str, str | None]) -> JobHistory:
     home_dir = obj.get("home")
-    reg = AgentHome(Path(home_dir) if home_dir else default_home()).load()
+    reg = agent_home(home_dir).load()
     return JobHistory(reg.cache.jobs_db)
 
 

@@ -19,12 +19,12 @@ import click
 
 from safehold.agent import mounts
 from safehold.agent.backup import open_meta
-from safehold.agent.home import AgentHome, default_home
+from safehold.agent.home import AgentHome
 from safehold.agent.joblock import JobLock
 from safehold.agent.jobs import JobHistory
 from safehold.agent.mountfs import MountFS, folder_name
 from safehold.agent.reader import ChunkReader
-from safehold.cli.context import Agent, connect, load_agent, pick_rp
+from safehold.cli.context import Agent, agent_home, connect, load_agent, pick_rp
 from safehold.cli.render import emit_json
 from safehold.errors import SafeholdError, raise_error
 from safehold.formats.chunks import Sealer
@@ -297,7 +297,7 @@ def unmount(obj: dict[str, str | None], mountpoint: str | None, all_mounts: bool
     if bool(mountpoint) == all_mounts:
         raise_error("InvalidArgument", what="give a mount point or --all")
     home_dir = obj.get("home")
-    home = AgentHome(Path(home_dir) if home_dir else default_home())
+    home = agent_home(home_dir)
     targets = [r.mountpoint for r in mounts.records(home)] if all_mounts else [os.path.realpath(mountpoint or "")]
     texts = {"unmounted": _("Unmounted {path}."),
              "cleaned": _("Cleaned up {path}: its mount process had stopped."),

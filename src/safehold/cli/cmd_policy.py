@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import click
 import msgspec
 
 from safehold.agent import policyfile
-from safehold.agent.home import AgentHome, default_home
+from safehold.agent.home import AgentHome
 from safehold.agent.scheduler import Scheduler, local_zone_name
 from safehold.agent.throttle import parse_days
-from safehold.cli.context import connect
+from safehold.cli.context import agent_home, connect
 from safehold.cli.render import emit_json
 from safehold.errors import SafeholdError, raise_error
 from safehold.formats import policy as pf
@@ -24,7 +23,7 @@ from safehold.ports import SystemClock
 
 def _home(obj: dict[str, str | None]) -> AgentHome:
     home_dir = obj.get("home")
-    home = AgentHome(Path(home_dir) if home_dir else default_home())
+    home = agent_home(home_dir)
     home.load()  # a policy belongs to a registered machine
     return home
 

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import click
 
-from safehold.agent.home import AgentHome, default_home
 from safehold.agent.registration import register
-from safehold.cli.context import connect_for_registration, prompt_passphrase, read_passphrase_file
+from safehold.cli.context import agent_home, connect_for_registration, prompt_passphrase, read_passphrase_file
 from safehold.cli.render import emit_json
 from safehold.errors import raise_error
 from safehold.formats.keys import check_passphrase, generate_passphrase
@@ -49,7 +48,7 @@ def command(obj: dict[str, str | None], creds: str, passphrase_file: str | None,
         passphrase = read_passphrase_file(source) if source else prompt_passphrase(confirm=True)
     check_passphrase(passphrase)
     home_dir = obj.get("home")
-    home = AgentHome(Path(home_dir) if home_dir else default_home())
+    home = agent_home(home_dir)
     reg = register(home, Path(creds), passphrase, lambda c, token: connect_for_registration(home, c, token),
                    cache_folder=Path(cache_folder) if cache_folder else None)
     if as_json:

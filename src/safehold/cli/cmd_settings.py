@@ -11,8 +11,9 @@ from pathlib import Path
 import click
 
 from safehold.agent import settings as agent_settings
-from safehold.agent.home import AgentHome, default_home, read_private
+from safehold.agent.home import read_private
 from safehold.agent.throttle import parse_days, parse_hours, parse_rate, show_rate
+from safehold.cli.context import agent_home
 from safehold.cli.render import emit_json
 from safehold.errors import raise_error
 from safehold.i18n import _
@@ -44,7 +45,7 @@ def command(obj: dict[str, str | None], proxy: str | None, proxy_user: str | Non
     Throttling limits uploads to one rate in work hours on work days and another at other times.
     """
     home_dir = obj.get("home")
-    home = AgentHome(Path(home_dir) if home_dir else default_home())
+    home = agent_home(home_dir)
     s = agent_settings.load(home)
     if sum(bool(x) for x in (proxy, no_proxy, use_environment)) > 1:
         raise_error("InvalidArgument", what="give only one of --proxy, --no-proxy and --use-environment")

@@ -92,8 +92,13 @@ class Agent:
         return self.reg.cache
 
 
+def agent_home(home_dir: str | None) -> AgentHome:
+    """The agent folder: --home / SAFEHOLD_HOME, else the default for this user."""
+    return AgentHome(Path(home_dir) if home_dir else default_home())
+
+
 def load_agent(home_dir: str | None, passphrase_file: str | None = None) -> Agent:
-    home = AgentHome(Path(home_dir) if home_dir else default_home())
+    home = agent_home(home_dir)
     reg = home.load()
     vault = connect(home, reg)
     env_file = passphrase_file or os.environ.get("SAFEHOLD_PASSPHRASE_FILE")
