@@ -7,7 +7,6 @@ with backoff, and turns every failure into the catalog error the embedded vault 
 from __future__ import annotations
 
 import base64
-import dataclasses
 import email.utils
 import hashlib
 import os
@@ -347,13 +346,13 @@ class RemoteVault(VaultHttp):
         return msgspec.convert(doc["rules"], type=Retention)
 
     def report_jobs(self, machine_id: MachineId, jobs: list[JobRecord]) -> None:
-        body = msgspec.json.encode([{**dataclasses.asdict(j), "status": str(j.status)} for j in jobs])
+        body = msgspec.json.encode([wire.job_to_json(j) for j in jobs])
         self.request("POST", f"{self._m(machine_id)}/jobs", content=lambda: body,
                      headers={"Content-Type": "application/json"})
 
     def jobs(self, machine_id: MachineId, limit: int = 100) -> list[JobRecord]:
         docs = self.get(f"{self._m(machine_id)}/jobs?limit={int(limit)}").json()
-        return [JobRecord(**{**d, "status": JobStatus(d["status"])}) for d in docs]
+        return [wire.job_from_json(d) for d in docs]
 
     def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]:
         return [wire.rp_from_json(d) for d in self.get(f"{self._m(machine_id)}/recovery-points").json()]

@@ -28,11 +28,6 @@ from safehold.ports import SystemClock
 UNIT_NAME = "safehold-agent.service"
 
 
-def _home(obj: dict[str, str | None]) -> AgentHome:
-    home_dir = obj.get("home")
-    return agent_home(home_dir)
-
-
 def _job_command(home: AgentHome) -> list[str]:
     return [sys.executable, "-m", "safehold.cli.main", "--home", str(home.root), "backup", "--scheduled", "--json"]
 
@@ -52,7 +47,7 @@ def run(obj: dict[str, str | None], once: bool, as_json: bool) -> None:
     A scheduled time missed while the machine was off or the daemon stopped is made up once at start.
     Each backup runs as its own `safehold backup` process and appears in `safehold jobs` as scheduled.
     """
-    home = _home(obj)
+    home = agent_home(obj.get("home"))
     home.load()
 
     def log(text: str) -> None:
@@ -134,7 +129,7 @@ def unit_text(home: AgentHome, user: bool) -> str:
 def install_service(obj: dict[str, str | None], unit_dir: str | None, user: bool, no_enable: bool,
                     as_json: bool) -> None:
     """Write the systemd unit that runs `safehold agent run` at boot, and enable and start it."""
-    home = _home(obj)
+    home = agent_home(obj.get("home"))
     home.load()
     folder = Path(unit_dir) if unit_dir else (Path.home() / ".config/systemd/user" if user
                                               else Path("/etc/systemd/system"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from typing import Any
 
 import click
@@ -11,6 +10,7 @@ from safehold.cli.cmd_jobs import KIND_TEXT, STATUS_TEXT
 from safehold.cli.cmd_vault import Remote, _folder, open_vault
 from safehold.cli.render import emit_json, human_bytes, human_time, table
 from safehold.errors import raise_error
+from safehold.formats import wire
 from safehold.i18n import _
 from safehold.model import JobStatus, MachineId
 from safehold.vault.housekeeping import Housekeeping
@@ -37,7 +37,7 @@ def command(vault: str, machine: str | None, limit: int, admin_token_file: str |
             machines = svc.machines()
             wanted = _machine(machines, machine) if machine else None
             hosts = svc.job_machines()
-            jobs = [{**asdict(j), "status": str(j.status), "machine_id": mid, "hostname": hosts.get(mid, "?")}
+            jobs = [{**wire.job_to_json(j), "machine_id": mid, "hostname": hosts.get(mid, "?")}
                     for mid, j in svc.jobs_with_machines(MachineId(wanted) if wanted else None, limit)]
             housekeeping = Housekeeping(svc).history(limit)
         finally:

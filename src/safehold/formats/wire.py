@@ -17,6 +17,7 @@ from safehold.model import (
     BackupStats,
     ChunkId,
     ChunkLocation,
+    JobRecord,
     JobStatus,
     MachineId,
     PackEntry,
@@ -125,6 +126,14 @@ def rp_to_json(rp: RecoveryPoint) -> dict[str, Any]:
     return {"rp_id": rp.rp_id, "machine_id": rp.machine_id, "created_ns": rp.created_ns, "root": rp.root.hex(),
             "status": str(rp.status), "stats": asdict(rp.stats),
             "sealed_meta": base64.b64encode(rp.sealed_meta).decode(), "keep_until_ns": rp.keep_until_ns}
+
+
+def job_to_json(j: JobRecord) -> dict[str, Any]:
+    return {**asdict(j), "status": str(j.status)}
+
+
+def job_from_json(doc: dict[str, Any]) -> JobRecord:
+    return JobRecord(**{**doc, "status": JobStatus(doc["status"])})
 
 
 def rp_from_json(doc: dict[str, Any]) -> RecoveryPoint:

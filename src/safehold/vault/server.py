@@ -10,7 +10,6 @@ import binascii
 import logging
 import re
 from collections.abc import Iterator
-from dataclasses import asdict
 from typing import Annotated, Any
 
 import msgspec
@@ -402,7 +401,7 @@ def create_app(svc: VaultService) -> FastAPI:
 
     @app.get(f"{m}/jobs", response_model=list[JobIn], tags=["machine"])
     def jobs(mid: Reader, limit: int = 100) -> list[dict[str, Any]]:
-        return [_job_json(j) for j in svc.jobs(mid, limit)]
+        return [wire.job_to_json(j) for j in svc.jobs(mid, limit)]
 
     @app.get(f"{m}/recovery-points", response_model=list[RecoveryPointOut], tags=["machine"])
     def recovery_points(mid: Reader) -> list[dict[str, Any]]:
@@ -450,7 +449,7 @@ def create_app(svc: VaultService) -> FastAPI:
     @app.get(f"{a}/jobs", tags=["admin"], dependencies=[Admin])
     def all_jobs(limit: int = 100, machine: str | None = None) -> dict[str, Any]:
         hosts = svc.job_machines()
-        return {"jobs": [{**_job_json(j), "machine_id": mid, "hostname": hosts.get(mid, "?")}
+        return {"jobs": [{**wire.job_to_json(j), "machine_id": mid, "hostname": hosts.get(mid, "?")}
                          for mid, j in svc.jobs_with_machines(MachineId(machine) if machine else None, limit)],
                 "housekeeping": Housekeeping(svc).history(min(limit, 1000))}
 
@@ -475,10 +474,6 @@ def _job(j: JobIn) -> JobRecord:
     except ValueError:
         raise_error("InvalidArgument", what="a job report with an unknown status")
     return JobRecord(**{**j.model_dump(), "status": status})
-
-
-def _job_json(j: JobRecord) -> dict[str, Any]:
-    return {**asdict(j), "status": str(j.status)}
 
 
 def _settings(svc: VaultService) -> dict[str, Any]:
