@@ -22,7 +22,6 @@ from safehold.agent.backup import BackupEngine, BackupResult
 from safehold.agent.checksums import ChecksumStore
 from safehold.agent.events import EventSink, Notice
 from safehold.agent.home import CacheFolder
-from safehold.agent.joblock import JobLock
 from safehold.agent.joblog import write_failed_files
 from safehold.agent.jobs import JobHistory
 from safehold.errors import SafeholdError
@@ -136,9 +135,8 @@ def run_backup(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, cac
     with JobHistory(cache.jobs_db) as history:
         history.reap()  # a job whose process died shows as failed before this one starts
         try:
-            lock = JobLock(cache.lock_file, f"backup {job_id}").__enter__()
-        except SafeholdError as exc:
-            history.refused("backup", request.trigger, exc.spec.id_text, exc.text)
+            lock = history.lock(cache.lock_file, "backup", request.trigger, f"backup {job_id}")
+        except SafeholdError:
             history.report(vault, machine_id)
             raise
         try:

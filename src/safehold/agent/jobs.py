@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from safehold.agent.joblock import JobLock
 from safehold.errors import SafeholdError, raise_error
 from safehold.model import JobRecord, JobStatus, MachineId
 from safehold.ports import VaultClient
@@ -157,6 +158,14 @@ class JobHistory:
                         (self.now(), str(status), files, nbytes, warnings, recovery_point, error_id,
                          (error_text or "")[:MAX_ERROR_TEXT] or None, failed_list, job_id, int(only_running),
                          str(JobStatus.RUNNING)))
+
+    def lock(self, lock_file: Path, kind: str, trigger: str, job: str) -> JobLock:
+        """The machine's job lock for a new job, taken; a refused start is recorded as a failed job, then raised."""
+        try:
+            return JobLock(lock_file, job).__enter__()
+        except SafeholdError as exc:
+            self.refused(kind, trigger, exc.spec.id_text, exc.text)
+            raise
 
     def refused(self, kind: str, trigger: str, error_id: str, error_text: str) -> str:
         """A job that never started (another job held the machine): kept so the history shows the missed run."""

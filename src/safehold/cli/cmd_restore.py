@@ -13,7 +13,6 @@ import click
 from safehold.agent import grants
 from safehold.agent.backup import open_meta
 from safehold.agent.backupjob import MANUAL
-from safehold.agent.joblock import JobLock
 from safehold.agent.joblog import write_failed_files
 from safehold.agent.jobs import JobHistory
 from safehold.agent.reader import ChunkReader
@@ -72,11 +71,7 @@ def command(obj: dict[str, str | None], recovery_point: str, paths: tuple[str, .
         raise_error("InvalidArgument", what="--credentials and --source-passphrase-file go with --from-machine")
     agent.cache.ensure()
     with JobHistory(agent.cache.jobs_db) as history:
-        try:
-            lock = JobLock(agent.cache.lock_file, "restore").__enter__()
-        except SafeholdError as exc:
-            history.refused("restore", MANUAL, exc.spec.id_text, exc.text)
-            raise
+        lock = history.lock(agent.cache.lock_file, "restore", MANUAL, "restore")
         job_id = history.start("restore")
         status, result = JobStatus.FAILED, None
         try:
