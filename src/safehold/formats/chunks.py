@@ -26,7 +26,7 @@ SMALL_FILE = CDC_MIN
 
 COMP_NONE = 0
 COMP_ZSTD = 1
-ZSTD_LEVEL = 3
+ZSTD_LEVEL = 1
 NONCE = 12
 TAG = 16
 OVERHEAD = NONCE + 1 + TAG  # nonce, compression id, GCM tag
