@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from safehold.agent.home import AgentHome
-from safehold.agent.registration import open_keys, register
+from safehold.agent.registration import open_keys, open_stored_keys, register
 from safehold.errors import SafeholdError
 from safehold.vault.service import VaultService
 
@@ -197,3 +197,27 @@ def test_wrong_passphrase_file_gives_its_own_error(registered: Cli, tmp_path: Pa
     other.chmod(0o600)
     r = registered("recovery-points", "--passphrase-file", other)
     assert r.code == 1 and "700103" in r.err and "WrongPassphrase" in r.err
+
+
+def test_stored_passphrase_opens_the_key_cache_without_argon2(tmp_path: Path, new_vault: NewVault) -> None:
+    svc = new_vault("vault")
+    reg = _register(tmp_path, svc, _write(svc.issue_credentials(), tmp_path / "a.vaultcredentials"))
+    home = AgentHome(tmp_path / "agent")
+    assert home.key_cache_file.stat().st_mode & 0o077 == 0
+    keys = open_stored_keys(home, reg)
+    assert keys is not None and keys.master == open_keys(reg, PASSPHRASE).master
+    assert keys.master not in home.key_cache_file.read_bytes()  # sealed, never in the clear
+    # A cache sealed under another passphrase (the stored one was changed) is not trusted: the key is opened
+    # from the wrapped key with the stored passphrase, and a wrong stored passphrase is refused as before.
+    home.passphrase_file.write_text("another passphrase of enough length")
+    with pytest.raises(SafeholdError) as exc:
+        open_stored_keys(home, reg)
+    assert _code(exc) == "700103"  # WrongPassphrase
+    home.passphrase_file.write_text(PASSPHRASE)
+    home.key_cache_file.write_bytes(b"damaged")
+    assert open_stored_keys(home, reg).master == keys.master  # type: ignore[union-attr]
+    assert open_stored_keys(home, reg) is not None and len(home.key_cache_file.read_bytes()) > 7  # rebuilt
+    # Without a stored passphrase the cache goes too: nothing then opens the key without the passphrase.
+    home.passphrase_file.unlink()
+    assert open_stored_keys(home, reg) is None
+    assert not home.key_cache_file.exists()

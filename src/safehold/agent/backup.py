@@ -54,6 +54,7 @@ META_ID = b"\0" * 32
 # file is read again next time instead of being trusted from the checksum store, as git does.
 RACY_NS = 100 * 10**6
 _O_NOATIME = getattr(os, "O_NOATIME", 0)
+READ_BLOCK = 8 * 1024 * 1024  # large files are read and cut in blocks of this size
 
 
 # Path components leading to the backed-up targets; None marks a target (everything below it).
@@ -133,9 +134,9 @@ class Uploader:
         self.known = known
         self.counters = counters
         self._packs = {CHUNK_DATA: PackBuilder(), CHUNK_TREE: PackBuilder()}
-        self._batch: list[tuple[int, ChunkId, bytes]] = []
+        self._batch: list[tuple[int, ChunkId, bytes | memoryview]] = []
         self._batch_bytes = 0
-        self._seal_q: queue.Queue[list[tuple[int, ChunkId, bytes]] | None] = queue.Queue(
+        self._seal_q: queue.Queue[list[tuple[int, ChunkId, bytes | memoryview]] | None] = queue.Queue(
             max(2, self.QUEUED_BYTES // self.BATCH_BYTES))
         self._queue: queue.Queue[tuple[PackId, bytes, list[PackEntry]] | None] = queue.Queue(self.IN_FLIGHT)
         self._error: BaseException | None = None
@@ -145,13 +146,14 @@ class Uploader:
         self._sealing.start()
         self._thread.start()
 
-    def add(self, kind: int, cid: ChunkId, data: bytes | memoryview) -> None:
+    def add(self, kind: int, cid: ChunkId, data: bytes | memoryview, owned: bool = False) -> None:
+        """Queue a chunk unless known; `owned`: nobody writes to `data`'s buffer again, so it needs no copy."""
         if cid in self.known:
             return
         self.known.add(cid)
         self.counters.chunks_new += 1
-        # a copy: the chunker reuses its buffer, and the seal thread reads this later
-        self._batch.append((kind, cid, data if isinstance(data, bytes) else bytes(data)))
+        # the seal thread reads this later: a buffer that may be reused is copied
+        self._batch.append((kind, cid, data if owned or isinstance(data, bytes) else bytes(data)))
         self._batch_bytes += len(data)
         if self._batch_bytes >= self.BATCH_BYTES or len(self._batch) >= self.BATCH_ITEMS:
             self._hand_over()
@@ -243,6 +245,17 @@ class ExtentReader:
             self.pos += n
             return n
         return 0
+
+
+def _read_full(reader: ExtentReader, view: memoryview) -> int:
+    """Fill `view` from `reader`; fewer bytes than its length only at the end of the data."""
+    got = 0
+    while got < len(view):
+        n = reader.readinto(view[got:])
+        if n == 0:
+            break
+        got += n
+    return got
 
 
 def _code_for(exc: OSError, is_dir: bool = False) -> str:
@@ -536,29 +549,43 @@ class BackupEngine:
         ids: list[bytes] = []
         if data_len <= chunkfmt.SMALL_FILE:
             buf = bytearray(data_len)
-            view = memoryview(buf)
-            got = 0
-            while got < data_len:
-                n = reader.readinto(view[got:])
-                if n == 0:
-                    raise ChangedWhileRead("the file became shorter while it was read")
-                got += n
+            if _read_full(reader, memoryview(buf)) != data_len:
+                raise ChangedWhileRead("the file became shorter while it was read")
             if reader.readinto(memoryview(bytearray(1))) != 0:
                 raise ChangedWhileRead("the file grew while it was read")
-            self._chunk(view, ids)
-        else:
-            total = 0
-            for c in self.cdc.cut_stream(reader):
+            self._chunk(memoryview(buf), ids)
+            return ids, extents
+        # Read in fresh blocks and cut each: the chunks are views of the block, handed to the seal thread
+        # without a copy. The last cut of a block is only where the block ended, so it is cut again with the
+        # next block; FastCDC's cut depends only on the bytes from the chunk's start, so the chunks are the
+        # same as from one pass over the whole file.
+        total = consumed = 0
+        carry: memoryview = memoryview(b"")
+        while True:
+            # one byte more than what is left, so that a file of the expected length ends in this read
+            buf = bytearray(len(carry) + min(READ_BLOCK, max(data_len - consumed, 0) + 1))
+            buf[:len(carry)] = carry
+            n = _read_full(reader, memoryview(buf)[len(carry):])
+            consumed += n
+            got = len(carry) + n
+            eof = got < len(buf)
+            cuts = list(self.cdc.cut_buf(memoryview(buf)[:got])) if got else []
+            if not eof:
+                last = cuts.pop()
+                carry = memoryview(buf)[last.offset:got]
+            for c in cuts:
                 self._chunk(c.data, ids)
                 total += c.length
                 self._progress()
-            if total != data_len:
-                raise ChangedWhileRead("the file's length changed while it was read")
+            if eof:
+                break
+        if total != data_len:
+            raise ChangedWhileRead("the file's length changed while it was read")
         return ids, extents
 
     def _chunk(self, data: bytes | memoryview, ids: list[bytes]) -> None:
         cid = chunkfmt.chunk_id(self.keys, data)
-        self.up.add(CHUNK_DATA, cid, data)
+        self.up.add(CHUNK_DATA, cid, data, owned=True)
         self.counters.bytes_read += len(data)
         self._done += len(data)
         ids.append(cid)

@@ -84,6 +84,10 @@ class AgentHome:
         return self.root / "passphrase"
 
     @property
+    def key_cache_file(self) -> Path:
+        return self.root / "key.cache"
+
+    @property
     def settings_file(self) -> Path:
         return self.root / "settings.json"
 

@@ -6,6 +6,7 @@ the file, the vault it names, and the passphrase.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -86,6 +87,7 @@ def register(home: AgentHome, creds_path: Path, passphrase: str,
     write_private(cache.key_file, wrapped)
     write_private(home.token_file, token.encode())
     write_private(home.passphrase_file, passphrase.encode())
+    write_private(home.key_cache_file, keyfmt.seal_cached(keys, passphrase))
     reg = Registration(
         vault_id=creds.vault_id, vault_name=creds.vault_name, vault_url=creds.url, machine_id=machine_id,
         hostname=machine.hostname, os_machine_id=machine.os_machine_id,
@@ -101,17 +103,47 @@ def stored_passphrase(home: AgentHome) -> str | None:
     return read_private(home.passphrase_file).decode("ascii", errors="replace").rstrip("\n")
 
 
+def open_stored_keys(home: AgentHome, reg: Registration) -> MachineKeys | None:
+    """The keys opened with the stored passphrase, None when none is stored. The unlocked-key cache beside
+    the passphrase spares the Argon2id derivation; without the passphrase file the cache is not used (and
+    removed), and a cache that does not open with it is rebuilt from the wrapped key."""
+    passphrase = stored_passphrase(home)
+    if passphrase is None:
+        with contextlib.suppress(FileNotFoundError):
+            home.key_cache_file.unlink()
+        return None
+    try:
+        cached = read_private(home.key_cache_file)
+    except FileNotFoundError:
+        cached = b""
+    keys = keyfmt.open_cached(cached, passphrase, reg.key_id)
+    if keys is not None:
+        _wrapped_key(reg)  # the wrapped key must still be there and sound: it is what restores elsewhere
+        return keys
+    keys = open_keys(reg, passphrase)
+    with contextlib.suppress(OSError):
+        write_private(home.key_cache_file, keyfmt.seal_cached(keys, passphrase))
+    return keys
+
+
 def open_keys(reg: Registration, passphrase: str) -> MachineKeys:
     """Unwrap the machine key from the cache folder; a missing or damaged file is error 34506."""
+    keys = keyfmt.unwrap(_wrapped_key(reg), passphrase)
+    if keys.key_id != reg.key_id:
+        raise_error("PassphraseNotConfigured", detail="the key file belongs to another registration")
+    return keys
+
+
+def _wrapped_key(reg: Registration) -> bytes:
+    """The wrapped key file's bytes, checked for form and owner; missing or damaged is error 34506."""
     cache = reg.cache
     try:
         data = read_private(cache.key_file)
     except FileNotFoundError:
         raise_error("PassphraseNotConfigured", detail=f"{cache.key_file} is missing")
-    keys = keyfmt.unwrap(data, passphrase)
-    if keys.key_id != reg.key_id:
+    if keyfmt.parse(data).key_id != reg.key_id:
         raise_error("PassphraseNotConfigured", detail="the key file belongs to another registration")
-    return keys
+    return data
 
 
 def open_other_machine(vault: VaultClient, creds_path: Path, source: str, passphrase: str,

@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlparse
 
 from safehold.agent import settings as agent_settings
 from safehold.agent.home import AgentHome, CacheFolder, Registration, default_home, read_private
-from safehold.agent.registration import local_hostname, open_keys, stored_passphrase
+from safehold.agent.registration import local_hostname, open_keys, open_stored_keys
 from safehold.errors import raise_error
 from safehold.formats.credentials import VaultCredentials
 from safehold.formats.keys import MachineKeys
@@ -102,10 +102,10 @@ def load_agent(home_dir: str | None, passphrase_file: str | None = None) -> Agen
     reg = home.load()
     vault = connect(home, reg)
     env_file = passphrase_file or os.environ.get("SAFEHOLD_PASSPHRASE_FILE")
-    passphrase = read_passphrase_file(env_file) if env_file else stored_passphrase(home)
-    if passphrase is None:
-        passphrase = prompt_passphrase(confirm=False)
-    return Agent(home, reg, vault, open_keys(reg, passphrase))
+    if env_file:
+        return Agent(home, reg, vault, open_keys(reg, read_passphrase_file(env_file)))
+    keys = open_stored_keys(home, reg)
+    return Agent(home, reg, vault, keys or open_keys(reg, prompt_passphrase(confirm=False)))
 
 
 def resolve_rp(agent: Agent, ref: str) -> RecoveryPoint:

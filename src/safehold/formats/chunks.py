@@ -70,7 +70,7 @@ class Sealer:
         if body and len(body) < len(data) - len(data) // 32:
             plain = bytes((COMP_ZSTD,)) + body
         else:
-            plain = bytes((COMP_NONE,)) + bytes(data)
+            plain = bytes((COMP_NONE,)) + data  # one copy, from any buffer
         nonce = os.urandom(NONCE)
         return nonce + self._aes.encrypt(nonce, plain, _aad(kind, cid))
 

@@ -151,3 +151,32 @@ def unwrap(data: bytes, passphrase: str) -> MachineKeys:
     if keys.key_id != w.key_id:
         raise_error("PassphraseNotConfigured", detail="key id does not match the key")
     return keys
+
+
+# The unlocked-key cache: the master key sealed under a fast key derived from the stored passphrase. It lives
+# beside the stored passphrase (same folder, same 0600 mode) and is only used while that file exists, so it
+# opens nothing the passphrase file would not; it spares every command the Argon2id cost (time and 64 MiB).
+CACHE_FORMAT = b"safehold-key-cache v1\n"
+
+
+def _cache_key(passphrase: str) -> bytes:
+    return blake3.blake3(passphrase.encode("utf-8", "surrogateescape"),
+                         derive_key_context="safehold 2026-12 unlocked key cache v1").digest()
+
+
+def seal_cached(keys: MachineKeys, passphrase: str) -> bytes:
+    nonce = os.urandom(12)
+    return CACHE_FORMAT + nonce + AESGCM(_cache_key(passphrase)).encrypt(nonce, keys.master, _aad(keys.key_id))
+
+
+def open_cached(data: bytes, passphrase: str, key_id: str) -> MachineKeys | None:
+    """The keys from a cache file, or None when it is damaged, for another key or another passphrase."""
+    head = len(CACHE_FORMAT)
+    if not data.startswith(CACHE_FORMAT) or len(data) != head + 12 + 48:
+        return None
+    try:
+        master = AESGCM(_cache_key(passphrase)).decrypt(data[head:head + 12], data[head + 12:], _aad(key_id))
+    except InvalidTag:
+        return None
+    keys = MachineKeys.from_master(master)
+    return keys if keys.key_id == key_id else None

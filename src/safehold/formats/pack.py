@@ -32,25 +32,34 @@ def pack_id(data: bytes | memoryview) -> PackId:
 
 
 class PackBuilder:
-    """Accumulates sealed chunks; `finish()` returns the pack bytes and its entries."""
+    """Accumulates sealed chunks; `finish()` returns the pack bytes and its entries.
+
+    The blobs are kept as they are and hashed as they come, so a pack is copied once (when it is joined)."""
 
     def __init__(self) -> None:
-        self._buf = bytearray(HEADER)
+        self._parts: list[bytes] = [HEADER]
+        self._len = len(HEADER)
+        self._hash = blake3.blake3(HEADER)
         self.entries: list[PackEntry] = []
 
     def __len__(self) -> int:
-        return len(self._buf)
+        return self._len
 
     def add(self, cid: ChunkId, kind: int, blob: bytes) -> None:
-        self.entries.append(PackEntry(cid, kind, len(self._buf), len(blob)))
-        self._buf += blob
+        self.entries.append(PackEntry(cid, kind, self._len, len(blob)))
+        self._parts.append(blob)
+        self._hash.update(blob)
+        self._len += len(blob)
 
     def finish(self, sealer: Sealer) -> tuple[PackId, bytes, list[PackEntry]]:
         listing = _enc.encode([(e.chunk_id, e.kind, e.offset, e.length) for e in self.entries])
-        self._buf += (trailer := sealer.seal(TRAILER_KIND, TRAILER_ID, listing))
-        self._buf += FOOTER.pack(len(trailer), MAGIC)
-        data = bytes(self._buf)
-        return pack_id(data), data, self.entries
+        trailer = sealer.seal(TRAILER_KIND, TRAILER_ID, listing)
+        tail = trailer + FOOTER.pack(len(trailer), MAGIC)
+        self._hash.update(tail)
+        self._parts.append(tail)
+        data = b"".join(self._parts)
+        self._parts = []
+        return PackId(self._hash.hexdigest()), data, self.entries
 
 
 def repack(chunks: list[tuple[ChunkId, int, bytes | memoryview]]) -> tuple[PackId, bytes, list[PackEntry]]:
