@@ -218,3 +218,15 @@ def test_hostile_numbers_and_nesting_are_clean_errors() -> None:
     nul = tree.Entry(name=b"a\0b", type="f", mode=0o644, uid=0, gid=0, mtime_ns=0)
     with pytest.raises(SafeholdError):
         tree.decode(tree.encode([nul]))
+
+
+def test_incompressible_chunks_are_stored_as_they_are_and_compressible_ones_compressed() -> None:
+    rnd = _data(11, 1024 * 1024)
+    text = b"def value(self): return self.items[index]\n" * 30_000
+    # random data with one compressible stretch in the middle: the middle sample finds it
+    mixed = rnd[:400_000] + text[:300_000] + rnd[400_000:700_000]
+    for data, compressed in ((rnd, False), (text, True), (mixed, True), (rnd[:1000], False)):
+        cid = chunks.chunk_id(KEYS, data)
+        blob = SEALER.seal(CHUNK_DATA, cid, data)
+        assert (len(blob) < len(data)) is compressed
+        assert SEALER.open(CHUNK_DATA, cid, blob) == data

@@ -27,6 +27,8 @@ SMALL_FILE = CDC_MIN
 COMP_NONE = 0
 COMP_ZSTD = 1
 ZSTD_LEVEL = 1
+SAMPLE = 8 * 1024  # compressibility samples of chunks from SAMPLE_FROM bytes up
+SAMPLE_FROM = 128 * 1024
 NONCE = 12
 TAG = 16
 OVERHEAD = NONCE + 1 + TAG  # nonce, compression id, GCM tag
@@ -65,8 +67,21 @@ class Sealer:
         self._zc = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         self._zd = zstandard.ZstdDecompressor()
 
+    def _compressible(self, data: bytes | memoryview) -> bool:
+        """False when samples from the start, middle and end of a large chunk all fail to shrink by 1/32:
+        incompressible data (media, archives, encrypted files) then costs a few small compressions, not one
+        over the whole chunk."""
+        n = len(data)
+        if n < SAMPLE_FROM:
+            return True
+        for start in (0, n // 2 - SAMPLE // 2, n - SAMPLE):
+            piece = data[start:start + SAMPLE]
+            if len(self._zc.compress(piece)) < SAMPLE - SAMPLE // 32:
+                return True
+        return False
+
     def seal(self, kind: int, cid: bytes, data: bytes | memoryview) -> bytes:
-        body = self._zc.compress(data) if len(data) >= 64 else b""
+        body = self._zc.compress(data) if len(data) >= 64 and self._compressible(data) else b""
         if body and len(body) < len(data) - len(data) // 32:
             plain = bytes((COMP_ZSTD,)) + body
         else:
