@@ -23,6 +23,7 @@ from safehold.formats.pack import PackBuilder
 from safehold.formats.policy import Retention
 from safehold.model import CHUNK_DATA, BackupStats, ChunkId, JobRecord, JobStatus, MachineId, MachineInfo
 from safehold.ports import VaultClient
+from safehold.vault import service as vault_service
 from safehold.vault.housekeeping import Housekeeping
 from safehold.vault.service import VaultService
 
@@ -136,6 +137,17 @@ def test_damaged_pack_is_refused(subject: Subject) -> None:
     assert v.packs(mid) == []
 
 
+@pytest.fixture(params=["in-batches", "one-pass"])
+def commit_check(request: pytest.FixtureRequest, subject: Subject, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways a commit checks its chunks: IN queries for a few ids, one pass over the index for many (here
+    forced with a threshold of 1; the embedded vault only, the served one runs in its own process)."""
+    if request.param == "one-pass":
+        if not isinstance(subject.vault, VaultService):
+            pytest.skip("the threshold can only be lowered in this process")
+        monkeypatch.setattr(vault_service, "SCAN_FROM", 1)
+
+
+@pytest.mark.usefixtures("commit_check")
 def test_commit_with_unknown_chunk_is_refused(subject: Subject) -> None:
     v, mid = subject.vault, subject.machine_id
     session = v.begin_session(mid)
@@ -267,6 +279,7 @@ def _restore(subject: Subject, cid: ChunkId) -> bytes:
     return Sealer(subject.keys).open(loc.kind, cid, blob)
 
 
+@pytest.mark.usefixtures("commit_check")
 def test_a_backup_running_during_housekeeping_loses_nothing(subject: Subject) -> None:
     v, mid = subject.vault, subject.machine_id
     shared = os.urandom(200_000)

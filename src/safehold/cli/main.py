@@ -6,37 +6,48 @@ anything unexpected is reported once, without a traceback unless SAFEHOLD_DEBUG 
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 
 import click
 
 from safehold import __version__, i18n
-from safehold.cli import (
-    cmd_agent,
-    cmd_backup,
-    cmd_browse,
-    cmd_check,
-    cmd_doctor,
-    cmd_errors,
-    cmd_jobs,
-    cmd_mount,
-    cmd_policy,
-    cmd_recovery_points,
-    cmd_register,
-    cmd_restore,
-    cmd_settings,
-    cmd_vault,
-    cmd_vault_housekeeping,
-    cmd_vault_jobs,
-    cmd_vault_migrate,
-    cmd_vault_serve,
-)
 from safehold.cli.render import render_error
 from safehold.errors import SafeholdError, error
 
+# Each command's module is imported only when that command runs (or help lists it): a backup does not pay for
+# the vault server, FUSE or TLS imports. Name -> (module in safehold.cli, attribute).
+COMMANDS = {
+    "vault": ("cmd_vault", "command"), "register": ("cmd_register", "command"),
+    "backup": ("cmd_backup", "command"), "recovery-points": ("cmd_recovery_points", "command"),
+    "restore": ("cmd_restore", "command"), "check": ("cmd_check", "command"),
+    "settings": ("cmd_settings", "command"), "doctor": ("cmd_doctor", "command"),
+    "errors": ("cmd_errors", "command"), "policy": ("cmd_policy", "command"), "jobs": ("cmd_jobs", "command"),
+    "agent": ("cmd_agent", "command"), "ls": ("cmd_browse", "ls"), "find": ("cmd_browse", "find"),
+    "mount": ("cmd_mount", "mount"), "unmount": ("cmd_mount", "unmount"),
+}
+VAULT_SUBCOMMANDS = ("cmd_vault_migrate", "cmd_vault_serve", "cmd_vault_housekeeping", "cmd_vault_jobs")
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+
+def _load(name: str) -> click.Command:
+    module, attr = COMMANDS[name]
+    command: click.Command = getattr(importlib.import_module(f"safehold.cli.{module}"), attr)
+    if name == "vault" and isinstance(command, click.Group) and not command.commands.get("serve"):
+        for sub in VAULT_SUBCOMMANDS:
+            command.add_command(importlib.import_module(f"safehold.cli.{sub}").command)
+    return command
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        return _load(cmd_name) if cmd_name in COMMANDS else None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--home", envvar="SAFEHOLD_HOME", type=click.Path(file_okay=False),
               help="Agent folder (registration, token, passphrase). Default: /var/lib/safehold for root, "
                    "else ~/.local/share/safehold. Env: SAFEHOLD_HOME.")
@@ -48,19 +59,6 @@ def cli(ctx: click.Context, home: str | None, lang: str | None) -> None:
     """safehold: encrypted, deduplicating backups into a vault you run yourself."""
     i18n.use(lang)
     ctx.obj = {"home": home}
-
-
-for module in (cmd_vault, cmd_register, cmd_backup, cmd_recovery_points, cmd_restore, cmd_check, cmd_settings,
-               cmd_doctor, cmd_errors, cmd_policy, cmd_jobs, cmd_agent):
-    cli.add_command(module.command)
-cmd_vault.command.add_command(cmd_vault_migrate.command)
-cmd_vault.command.add_command(cmd_vault_serve.command)
-cmd_vault.command.add_command(cmd_vault_housekeeping.command)
-cmd_vault.command.add_command(cmd_vault_jobs.command)
-cli.add_command(cmd_browse.ls)
-cli.add_command(cmd_browse.find)
-cli.add_command(cmd_mount.mount)
-cli.add_command(cmd_mount.unmount)
 
 
 # Trees are walked recursively, one Python frame pair per folder level; allow deep trees.

@@ -194,6 +194,24 @@ def insert_ignore(table: sa.Table, dialect: str) -> Any:
     raise ValueError(f"the catalog does not run on {dialect}")
 
 
+# Index rows go in through the driver directly: a pack brings thousands of rows, and the Core statement's
+# per-row parameter processing costs more than the insert itself. Rows already there are skipped.
+_INSERT_CHUNKS = {
+    "sqlite": 'INSERT INTO chunks (machine_id, chunk_id, pack_id, "offset", length, kind) '
+              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+    "postgresql": 'INSERT INTO chunks (machine_id, chunk_id, pack_id, "offset", length, kind) '
+                  "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+}
+
+
+def insert_chunk_rows(conn: sa.Connection, rows: Sequence[tuple[str, bytes, str, int, int, int]]) -> None:
+    """Insert index rows (machine id, chunk id, pack id, offset, length, kind), skipping ids already there."""
+    sql = _INSERT_CHUNKS.get(conn.dialect.name)
+    if sql is None:
+        raise ValueError(f"the catalog does not run on {conn.dialect.name}")
+    conn.exec_driver_sql(sql, list(rows))
+
+
 def lock(conn: sa.Connection) -> None:
     """Serialize catalog-wide changes (migrations, the first vault row) until this transaction ends.
 
