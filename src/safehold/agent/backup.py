@@ -24,6 +24,14 @@ import msgspec
 from safehold.agent import fsmeta
 from safehold.agent.checksums import ChecksumStore, FileRow, FileState
 from safehold.agent.events import EventSink, ItemFailed, Notice, Progress, ProgressClock
+from safehold.agent.fileread import (
+    ChangedWhileRead,
+    ExtentReader,
+    extents_of,
+    open_for_read,
+    read_full,
+    read_small,
+)
 from safehold.agent.reader import ChunkReader
 from safehold.errors import raise_error
 from safehold.formats import chunks as chunkfmt
@@ -53,16 +61,11 @@ META_ID = b"\0" * 32
 # within the same timestamp tick (coarse kernel clocks: up to 10 ms) without its stat changing; such a
 # file is read again next time instead of being trusted from the checksum store, as git does.
 RACY_NS = 100 * 10**6
-_O_NOATIME = getattr(os, "O_NOATIME", 0)
 READ_BLOCK = 8 * 1024 * 1024  # large files are read and cut in blocks of this size
 
 
 # Path components leading to the backed-up targets; None marks a target (everything below it).
 Trie: TypeAlias = dict[bytes, "Trie | None"]
-
-
-class ChangedWhileRead(Exception):
-    pass
 
 
 @dataclass
@@ -219,43 +222,6 @@ class Uploader:
             self._seal_q.put(None)
             self._sealing.join()
         self._thread.join()
-
-
-class ExtentReader:
-    """A file's data regions read in order as one stream (holes of sparse files are skipped)."""
-
-    def __init__(self, fd: int, extents: list[tuple[int, int]]) -> None:
-        self.fd = fd
-        self.extents = extents
-        self.i = 0
-        self.pos = extents[0][0] if extents else 0
-
-    def readinto(self, buf: memoryview) -> int:
-        while self.i < len(self.extents):
-            start, length = self.extents[self.i]
-            left = start + length - self.pos
-            if left <= 0:
-                self.i += 1
-                if self.i < len(self.extents):
-                    self.pos = self.extents[self.i][0]
-                continue
-            n = os.preadv(self.fd, [buf[:min(len(buf), left)]], self.pos)
-            if n == 0:
-                raise ChangedWhileRead("the file became shorter while it was read")
-            self.pos += n
-            return n
-        return 0
-
-
-def _read_full(reader: ExtentReader, view: memoryview) -> int:
-    """Fill `view` from `reader`; fewer bytes than its length only at the end of the data."""
-    got = 0
-    while got < len(view):
-        n = reader.readinto(view[got:])
-        if n == 0:
-            break
-        got += n
-    return got
 
 
 def _code_for(exc: OSError, is_dir: bool = False) -> str:
@@ -504,11 +470,7 @@ class BackupEngine:
         else:
             done_before = self._done
             read_start = time.time_ns()
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-            try:
-                fd = os.open(name, flags | _O_NOATIME, dir_fd=dir_fd)
-            except PermissionError:
-                fd = os.open(name, flags, dir_fd=dir_fd)
+            fd = open_for_read(name, dir_fd)
             try:
                 before = os.fstat(fd)
                 if not stat.S_ISREG(before.st_mode) or (before.st_dev, before.st_ino) != link_key:
@@ -543,17 +505,12 @@ class BackupEngine:
         size = st.st_size
         if size == 0:
             return [], None
-        extents = fsmeta.data_extents(fd, size) if st.st_blocks * 512 < size else None
+        extents = extents_of(fd, st)
         reader = ExtentReader(fd, extents if extents is not None else [(0, size)])
         data_len = sum(n for _, n in extents) if extents is not None else size
         ids: list[bytes] = []
         if data_len <= chunkfmt.SMALL_FILE:
-            buf = bytearray(data_len)
-            if _read_full(reader, memoryview(buf)) != data_len:
-                raise ChangedWhileRead("the file became shorter while it was read")
-            if reader.readinto(memoryview(bytearray(1))) != 0:
-                raise ChangedWhileRead("the file grew while it was read")
-            self._chunk(memoryview(buf), ids)
+            self._chunk(memoryview(read_small(fd, st, extents)), ids)
             return ids, extents
         # Read in fresh blocks and cut each: the chunks are views of the block, handed to the seal thread
         # without a copy. The last cut of a block is only where the block ended, so it is cut again with the
@@ -565,7 +522,7 @@ class BackupEngine:
             # one byte more than what is left, so that a file of the expected length ends in this read
             buf = bytearray(len(carry) + min(READ_BLOCK, max(data_len - consumed, 0) + 1))
             buf[:len(carry)] = carry
-            n = _read_full(reader, memoryview(buf)[len(carry):])
+            n = read_full(reader, memoryview(buf)[len(carry):])
             consumed += n
             got = len(carry) + n
             eof = got < len(buf)
