@@ -332,6 +332,34 @@ def test_garbage_is_freed_once_no_older_session_is_open(subject: Subject) -> Non
     assert len(v.packs(mid)) == 1
 
 
+def test_a_condemned_chunk_uploaded_again_takes_the_new_copy(subject: Subject) -> None:
+    v, mid = subject.vault, subject.machine_id
+    content = os.urandom(150_000)
+    _, (cid,) = _commit(subject, v.begin_session(mid), content)
+    _commit(subject, v.begin_session(mid), b"a newer backup" * 100)
+    old_pack = v.locate(mid, [cid])[cid].pack_id
+    v.set_retention(mid, Retention(daily_days=7))
+    slow = v.begin_session(mid)  # an older session keeps the condemned chunk's row and pack in place
+    hk, clock = _housekeeping(subject, 30)
+    fig = hk.run()
+    assert fig is not None and fig.points_expired == 1 and fig.chunks_condemned == 1 and fig.chunks_deleted == 0
+    assert cid not in set(v.known_chunks(mid))
+    # A backup that began after the condemnation does not know the chunk and stores it again.
+    session = v.begin_session(mid)
+    pid, data, entries, _ = _pack(subject.keys, content)
+    v.put_pack(mid, session, pid, data, entries)
+    assert v.locate(mid, [cid])[cid].pack_id == pid != old_pack
+    assert cid in set(v.known_chunks(mid))  # live again: the new row is not condemned
+    rp = v.commit(mid, session, cid, JobStatus.COMPLETED, BackupStats(), [cid], b"m")
+    v.abort_session(mid, slow)
+    clock.advance(60)
+    fig = hk.run()  # the old copy's pack may go now; the new copy stays
+    assert fig is not None and fig.bytes_deleted < len(content)
+    assert cid in set(v.known_chunks(mid))
+    assert rp.rp_id in {p.rp_id for p in v.recovery_points(mid)}
+    assert _restore(subject, cid) == content
+
+
 def test_a_machine_whose_backups_fail_keeps_its_last_good_point(subject: Subject) -> None:
     v, mid = subject.vault, subject.machine_id
     good, (cid,) = _commit(subject, v.begin_session(mid), b"the last good backup" * 100)

@@ -21,7 +21,7 @@ from typing import TypeAlias
 
 import msgspec
 
-from safehold.agent import fsmeta
+from safehold.agent import fsmeta, workers
 from safehold.agent.checksums import ChecksumStore, FileRow, FileState
 from safehold.agent.events import EventSink, ItemFailed, Notice, Progress, ProgressClock
 from safehold.agent.fileread import (
@@ -33,6 +33,7 @@ from safehold.agent.fileread import (
     read_small,
 )
 from safehold.agent.reader import ChunkReader
+from safehold.agent.workers import ContentPool, FileDone, FileJob
 from safehold.errors import raise_error
 from safehold.formats import chunks as chunkfmt
 from safehold.formats import tree
@@ -62,10 +63,28 @@ META_ID = b"\0" * 32
 # file is read again next time instead of being trusted from the checksum store, as git does.
 RACY_NS = 100 * 10**6
 READ_BLOCK = 8 * 1024 * 1024  # large files are read and cut in blocks of this size
+BATCH_FILES = 64  # small files handed to a content worker at once ...
+BATCH_BYTES = 2 * 1024 * 1024  # ... or this much of their data
+MAX_WORKERS = 4
+WINDOW_PER_WORKER = 2  # batches a worker may have waiting: enough to keep it busy, few entries held
 
 
 # Path components leading to the backed-up targets; None marks a target (everything below it).
 Trie: TypeAlias = dict[bytes, "Trie | None"]
+
+
+class _Folder:
+    """A folder being walked: its entries, and how many of them still wait for a worker or a subfolder."""
+
+    __slots__ = ("cid", "closed", "entries", "entry", "parent", "waiting")
+
+    def __init__(self, parent: _Folder | None, entry: Entry | None) -> None:
+        self.entries: list[Entry | None] = []
+        self.waiting = 0
+        self.closed = False
+        self.parent = parent
+        self.entry = entry  # the parent's entry whose subtree this folder is
+        self.cid: ChunkId | None = None
 
 
 @dataclass
@@ -137,9 +156,9 @@ class Uploader:
         self.known = known
         self.counters = counters
         self._packs = {CHUNK_DATA: PackBuilder(), CHUNK_TREE: PackBuilder()}
-        self._batch: list[tuple[int, ChunkId, bytes | memoryview]] = []
+        self._batch: list[tuple[int, ChunkId, bytes | memoryview, bool]] = []  # (kind, id, data, sealed)
         self._batch_bytes = 0
-        self._seal_q: queue.Queue[list[tuple[int, ChunkId, bytes | memoryview]] | None] = queue.Queue(
+        self._seal_q: queue.Queue[list[tuple[int, ChunkId, bytes | memoryview, bool]] | None] = queue.Queue(
             max(2, self.QUEUED_BYTES // self.BATCH_BYTES))
         self._queue: queue.Queue[tuple[PackId, bytes, list[PackEntry]] | None] = queue.Queue(self.IN_FLIGHT)
         self._error: BaseException | None = None
@@ -156,8 +175,21 @@ class Uploader:
         self.known.add(cid)
         self.counters.chunks_new += 1
         # the seal thread reads this later: a buffer that may be reused is copied
-        self._batch.append((kind, cid, data if owned or isinstance(data, bytes) else bytes(data)))
+        self._batch.append((kind, cid, data if owned or isinstance(data, bytes) else bytes(data), False))
         self._batch_bytes += len(data)
+        if self._batch_bytes >= self.BATCH_BYTES or len(self._batch) >= self.BATCH_ITEMS:
+            self._hand_over()
+
+    def add_sealed(self, cid: ChunkId, sealed: bytes | None, plain_len: int) -> None:
+        """A chunk a content worker read and sealed; None when the worker knew it was not new."""
+        if cid in self.known:
+            return
+        if sealed is None:
+            raise RuntimeError("a content worker left out the data of a new chunk")
+        self.known.add(cid)
+        self.counters.chunks_new += 1
+        self._batch.append((CHUNK_DATA, cid, sealed, True))
+        self._batch_bytes += plain_len
         if self._batch_bytes >= self.BATCH_BYTES or len(self._batch) >= self.BATCH_ITEMS:
             self._hand_over()
 
@@ -172,8 +204,8 @@ class Uploader:
             if self._error is not None or self._dropped:
                 continue  # drain: after a failure nothing more is sealed
             try:
-                for kind, cid, data in batch:
-                    blob = self.sealer.seal(kind, cid, data)
+                for kind, cid, data, sealed in batch:
+                    blob = bytes(data) if sealed else self.sealer.seal(kind, cid, data)
                     builder = self._packs[kind]
                     builder.add(cid, kind, blob)
                     self.counters.bytes_new_stored += len(blob)
@@ -243,7 +275,8 @@ def _code_for(exc: OSError, is_dir: bool = False) -> str:
 class BackupEngine:
     def __init__(self, vault: VaultClient, machine_id: MachineId, keys: MachineKeys, store: ChecksumStore,
                  events: EventSink, excludes: Iterable[str] = (), skip_dirs: Iterable[str] = (),
-                 hostname: str = "") -> None:
+                 hostname: str = "", workers: int | None = None) -> None:
+        """`workers`: content worker processes for small files; None: one per core, none on one core."""
         self.vault = vault
         self.machine_id = machine_id
         self.keys = keys
@@ -268,6 +301,13 @@ class BackupEngine:
         self._total: int | None = None
         self._done = 0  # bytes of file content processed so far (read, or skipped as unchanged)
         self._clock = ProgressClock()
+        cores = os.cpu_count() or 1
+        self.workers = (min(cores, MAX_WORKERS) if cores > 1 else 0) if workers is None else workers
+        self.pool: ContentPool | None = None
+        self._jobs: list[FileJob] = []
+        self._jobs_bytes = 0
+        self._waiting: dict[int, tuple[_Folder, int, Entry, bytes, os.stat_result]] = {}
+        self._tokens = 0
 
     # ---- top level --------------------------------------------------------------------------------
 
@@ -280,12 +320,22 @@ class BackupEngine:
             self._total = previous.stats.bytes_scanned or None
             if self.store.empty:
                 self._rebuild_store(previous)
-        else:  # first backup: size the job in the background so progress can show an ETA
-            threading.Thread(target=self._scan_total, args=(targets,), daemon=True, name="scan").start()
         # The session first, then the chunks it may count on: housekeeping keeps every chunk a session that
         # began before the chunk was condemned may use, and leaves condemned chunks out of known_chunks.
         session = self.vault.begin_session(self.machine_id)
         known = set(self.vault.known_chunks(self.machine_id))
+        # The content workers are forked first, while this is the only thread.
+        self.pool = ContentPool(self.keys, known, self.workers) if self.workers else None
+        try:
+            return self._run(targets, previous, job_id, started, keep_until_ns, session, known)
+        finally:
+            if self.pool is not None:
+                self.pool.close()
+
+    def _run(self, targets: list[bytes], previous: RecoveryPoint | None, job_id: str, started: int,
+             keep_until_ns: int | None, session: str, known: set[ChunkId]) -> BackupResult:
+        if previous is None:  # first backup: size the job in the background so progress can show an ETA
+            threading.Thread(target=self._scan_total, args=(targets,), daemon=True, name="scan").start()
         self.up = Uploader(self.vault, self.machine_id, session, self.sealer, known, self.counters)
         try:
             root = self._trie_tree(b"", self._trie(targets))
@@ -342,29 +392,102 @@ class BackupEngine:
         if b"" in node:  # the whole root file system
             fd = os.open(b"/", os.O_RDONLY | os.O_DIRECTORY)
             try:
-                return self._dir(fd, b"")
+                return self._finish(self._dir(fd, b""))
             finally:
                 os.close(fd)
         fd = os.open(path or b"/", os.O_RDONLY | os.O_DIRECTORY)
         try:
-            entries: list[Entry] = []
+            folder = _Folder(None, None)
             for name, child in node.items():
                 full = path + b"/" + name
                 st = os.lstat(name, dir_fd=fd)
                 if child is None:
-                    e = self._entry(fd, path, name, st)
+                    e = self._entry(fd, path, name, st, None, folder)
                     if e is not None:
-                        entries.append(e)
+                        folder.entries.append(e)
                 else:
                     if not stat.S_ISDIR(st.st_mode):  # changed since the targets were resolved
                         raise_error("PathNotReadable", path=os.fsdecode(full), reason="it is no longer a folder")
                     e = fsmeta.entry_from_stat(name, st)
                     fsmeta.fill_xattrs(e, fd, path, name)
                     e.subtree = self._trie_tree(full, child)
-                    entries.append(e)
-            return self._put_tree(entries)
+                    folder.entries.append(e)
+            return self._finish(folder)
         finally:
             os.close(fd)
+
+    # ---- folders whose trees wait for content workers ---------------------------------------------
+
+    def _settle(self, folder: _Folder | None) -> None:
+        """Encode every closed folder whose entries are all complete, then its parent's, and so on up."""
+        while folder is not None and folder.closed and folder.waiting == 0 and folder.cid is None:
+            folder.cid = self._put_tree([e for e in folder.entries if e is not None])
+            folder.entries = []
+            if folder.entry is not None:
+                folder.entry.subtree = folder.cid
+            parent = folder.parent
+            if parent is not None:
+                parent.waiting -= 1
+            folder = parent
+
+    def _finish(self, folder: _Folder) -> ChunkId:
+        """Close `folder` and wait (collecting worker answers) until its tree is stored."""
+        folder.closed = True
+        self._settle(folder)
+        while folder.cid is None:
+            if self._jobs:
+                self._send_jobs()
+            elif self.pool is None or not self.pool.outstanding:
+                raise RuntimeError("a folder's tree waits for content that was never asked for")
+            else:
+                self._collect()
+        return folder.cid
+
+    def _submit(self, job: FileJob, size: int, waiting: tuple[_Folder, int, Entry, bytes, os.stat_result]) -> None:
+        assert self.pool is not None
+        while self.pool.outstanding >= WINDOW_PER_WORKER * self.workers:
+            self._collect()  # before this job is queued, so its answer never comes before its entry is placed
+        self._waiting[job.token] = waiting
+        self._jobs.append(job)
+        self._jobs_bytes += size
+        if len(self._jobs) >= BATCH_FILES or self._jobs_bytes >= BATCH_BYTES:
+            self._send_jobs()
+
+    def _send_jobs(self) -> None:
+        assert self.pool is not None
+        self.pool.submit(self._jobs)
+        self._jobs, self._jobs_bytes = [], 0
+
+    def _collect(self) -> None:
+        assert self.pool is not None
+        for done in self.pool.next_done():
+            self._file_done(done)
+
+    def _file_done(self, d: FileDone) -> None:
+        """A worker's answer for one file: complete its entry (or drop it and list the failure)."""
+        folder, slot, e, full, st = self._waiting.pop(d.token)
+        if d.status != workers.OK:
+            code = "FileChangedWhileRead" if d.status in (workers.CHANGED, workers.REPLACED) \
+                else _code_for(OSError(d.errno, d.reason))
+            self._fail(full, code, d.reason)
+            folder.entries[slot] = None
+            self.counters.files -= 1
+        else:
+            e.xattrs, e.acl_access, e.acl_default = d.xattrs, d.acl_access, d.acl_default
+            e.size, e.mtime_ns, e.ctime_ns, e.extents = d.size, d.mtime_ns, d.ctime_ns, d.extents
+            e.chunks = []
+            if d.chunk is not None:
+                data_len = sum(n for _, n in d.extents) if d.extents is not None else d.size
+                self.up.add_sealed(ChunkId(d.chunk), d.sealed, data_len)
+                self.counters.bytes_read += data_len
+                e.chunks.append(d.chunk)
+                self.refs.add(ChunkId(d.chunk))
+            self._done += d.size
+            if d.read_start_ns - d.ctime_ns > RACY_NS:
+                self.store.put(full, FileState(d.size, d.mtime_ns, d.ctime_ns, st.st_ino, e.chunks, e.extents))
+        folder.waiting -= 1
+        self._settle(folder)
+        self._progress()
 
     # ---- walking ----------------------------------------------------------------------------------
 
@@ -387,11 +510,15 @@ class BackupEngine:
         self.refs.add(cid)
         return cid
 
-    def _dir(self, fd: int, path: bytes) -> ChunkId:
-        entries: list[Entry] = []
+    def _dir(self, fd: int, path: bytes, parent: _Folder | None = None, entry: Entry | None = None) -> _Folder:
+        """Walk one folder. Its tree is stored once the content workers answered for its files (at once when
+        none are waited for); then `entry.subtree` is set and `parent` is told."""
         with os.scandir(fd) as it:
             items = sorted((os.fsencode(d.name), d) for d in it)
         known = self.store.folder(path)
+        folder = _Folder(parent, entry)
+        if parent is not None:
+            parent.waiting += 1
         for name, d in items:
             full = path + b"/" + name
             try:
@@ -401,14 +528,17 @@ class BackupEngine:
                 continue
             if self._excluded(full, name):
                 continue
-            e = self._entry(fd, path, name, st, known)
+            e = self._entry(fd, path, name, st, known, folder)
             if e is not None:
-                entries.append(e)
-        return self._put_tree(entries)
+                folder.entries.append(e)
+        folder.closed = True
+        self._settle(folder)
+        return folder
 
     def _entry(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result,
-               known: dict[bytes, FileRow] | None = None) -> Entry | None:
-        """The entry of one item; `known` holds the checksum-store rows of its folder (None: look it up)."""
+               known: dict[bytes, FileRow] | None, folder: _Folder) -> Entry | None:
+        """The entry of one item, to be appended to `folder` next; `known` holds the checksum-store rows of its
+        folder (None: look it up). A folder's subtree and a file given to a worker are completed later."""
         full = path + b"/" + name
         e = fsmeta.entry_from_stat(name, st)
         try:
@@ -426,12 +556,12 @@ class BackupEngine:
                     return None
                 try:
                     fsmeta.fill_xattrs(e, dir_fd, path, name, fd)
-                    e.subtree = self._dir(fd, full)
+                    self._dir(fd, full, folder, e)
                 finally:
                     os.close(fd)
                 self.counters.dirs += 1
             elif e.type == tree.FILE:
-                if not self._file(dir_fd, path, name, st, e, known):
+                if not self._file(dir_fd, path, name, st, e, known, folder):
                     return None
                 self.counters.files += 1
             else:
@@ -446,7 +576,7 @@ class BackupEngine:
         return e
 
     def _file(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result, e: Entry,
-              known: dict[bytes, FileRow] | None) -> bool:
+              known: dict[bytes, FileRow] | None, folder: _Folder) -> bool:
         full = path + b"/" + name
         self.counters.bytes_scanned += st.st_size
         link_key = (st.st_dev, st.st_ino)
@@ -467,6 +597,14 @@ class BackupEngine:
             e.chunks, e.extents = cached.chunks, cached.extents
             fsmeta.fill_xattrs(e, dir_fd, path, name)
             self._done += st.st_size
+        elif (self.pool is not None and st.st_size <= chunkfmt.SMALL_FILE and st.st_nlink == 1
+              and len(full) < fsmeta.PATH_MAX - 1):
+            # a small file: read, hashed and sealed by a worker; its entry is completed when the answer comes
+            token = self._tokens = self._tokens + 1
+            folder.waiting += 1
+            self._submit(FileJob(token, full, st.st_dev, st.st_ino), st.st_size,
+                         (folder, len(folder.entries), e, full, st))
+            return True
         else:
             done_before = self._done
             read_start = time.time_ns()

@@ -121,6 +121,13 @@ def _signals_cancel(cancel: threading.Event, shield: threading.Event) -> Iterato
             signal.signal(sig, old)
 
 
+def content_workers() -> int | None:
+    """SAFEHOLD_BACKUP_WORKERS: how many processes read small files beside the walk (0: none); default one per
+    core. A bad value is ignored."""
+    value = os.environ.get("SAFEHOLD_BACKUP_WORKERS", "")
+    return int(value) if value.isdigit() and int(value) <= 64 else None
+
+
 def run_backup(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, cache: CacheFolder,
                request: BackupRequest, events: EventSink, skip_dirs: list[str], hostname: str,
                cancel: threading.Event | None = None) -> BackupOutcome:
@@ -177,7 +184,8 @@ def _engine_run(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, ca
             events(Notice("SalChecksumStoreInitializationFailed",
                           f"the checksum store was damaged ({damage}) and was set aside"))
         previous = vault.recovery_points(machine_id)
-        engine = BackupEngine(vault, machine_id, keys, store, events, request.excludes, skip_dirs, hostname=hostname)
+        engine = BackupEngine(vault, machine_id, keys, store, events, request.excludes, skip_dirs, hostname=hostname,
+                              workers=content_workers())
         return engine.run(request.paths, previous[-1] if previous else None, job_id=job_id,
                           keep_until_ns=request.keep_until_ns)
     finally:

@@ -213,3 +213,8 @@ def apply_symlink_meta(dir_fd: int, name: bytes, e: Entry, with_owner: bool) -> 
     except OSError as exc:
         problems.append(f"owner or times: {exc.strerror}")
     return problems
+
+
+def read_xattrs_fd(fd: int) -> tuple[list[tuple[bytes, bytes]] | None, bytes | None, bytes | None]:
+    """(other xattrs, access ACL, default ACL) of an open file."""
+    return _read_xattrs(-1, b"", b"", fd)

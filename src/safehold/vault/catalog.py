@@ -195,17 +195,19 @@ def insert_ignore(table: sa.Table, dialect: str) -> Any:
 
 
 # Index rows go in through the driver directly: a pack brings thousands of rows, and the Core statement's
-# per-row parameter processing costs more than the insert itself. Rows already there are skipped.
-_INSERT_CHUNKS = {
-    "sqlite": 'INSERT INTO chunks (machine_id, chunk_id, pack_id, "offset", length, kind) '
-              "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-    "postgresql": 'INSERT INTO chunks (machine_id, chunk_id, pack_id, "offset", length, kind) '
-                  "VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
-}
+# per-row parameter processing costs more than the insert itself. A row already there is kept, unless it is
+# condemned: then the new copy takes its place (and is live again), in the same statement.
+_UPSERT_CHUNKS = (
+    'INSERT INTO chunks (machine_id, chunk_id, pack_id, "offset", length, kind) VALUES ({marks}) '
+    'ON CONFLICT (machine_id, chunk_id) DO UPDATE SET pack_id = excluded.pack_id, "offset" = excluded."offset", '
+    "length = excluded.length, kind = excluded.kind, condemned_ns = NULL WHERE chunks.condemned_ns IS NOT NULL")
+_INSERT_CHUNKS = {"sqlite": _UPSERT_CHUNKS.format(marks=", ".join(["?"] * 6)),
+                  "postgresql": _UPSERT_CHUNKS.format(marks=", ".join(["%s"] * 6))}
 
 
 def insert_chunk_rows(conn: sa.Connection, rows: Sequence[tuple[str, bytes, str, int, int, int]]) -> None:
-    """Insert index rows (machine id, chunk id, pack id, offset, length, kind), skipping ids already there."""
+    """Insert index rows (machine id, chunk id, pack id, offset, length, kind): ids already there are kept,
+    condemned ones are replaced by the new row."""
     sql = _INSERT_CHUNKS.get(conn.dialect.name)
     if sql is None:
         raise ValueError(f"the catalog does not run on {conn.dialect.name}")

@@ -451,7 +451,6 @@ class VaultService:
         # even at once by two vault servers, leaves one pack row and one row per chunk. Sorted: one lock order.
         rows = [(machine_id, bytes(e.chunk_id), str(pack_id), e.offset, e.length, e.kind)
                 for e in sorted(entries, key=lambda e: e.chunk_id)]
-        ids = [r[1] for r in rows]
         with self.eng.begin() as c:
             lock_machine(c, machine_id)
             c.execute(t.insert_ignore(t.packs, c.dialect.name).values(
@@ -459,11 +458,7 @@ class VaultService:
             c.execute(sa.update(t.packs).where(t.packs.c.machine_id == machine_id, t.packs.c.pack_id == pack_id,
                                                t.packs.c.deleted_ns.is_not(None)).values(deleted_ns=None))
             # A condemned chunk uploaded again (the session did not know it) takes the new copy: the old row
-            # may be swept at any moment, the new one belongs to a running session.
-            for i in range(0, len(ids), 500):
-                c.execute(sa.delete(t.chunks).where(t.chunks.c.machine_id == machine_id,
-                                                    t.chunks.c.chunk_id.in_(ids[i:i + 500]),
-                                                    t.chunks.c.condemned_ns.is_not(None)))
+            # may be swept at any moment, the new one belongs to a running session (done by the insert).
             if rows:
                 t.insert_chunk_rows(c, rows)
 
