@@ -11,6 +11,7 @@ import errno
 import fnmatch
 import os
 import queue
+import signal
 import stat
 import threading
 import time
@@ -55,14 +56,14 @@ from safehold.model import (
 )
 from safehold.ports import VaultClient
 
-PACK_TARGET = 32 * 1024 * 1024
+PACK_TARGET = 16 * 1024 * 1024  # as restic: fewer MiB held per pack in memory, still few files
 META_KIND = 3
 META_ID = b"\0" * 32
 # A file whose ctime is within this window of the moment its read began could change again
 # within the same timestamp tick (coarse kernel clocks: up to 10 ms) without its stat changing; such a
 # file is read again next time instead of being trusted from the checksum store, as git does.
 RACY_NS = 100 * 10**6
-READ_BLOCK = 8 * 1024 * 1024  # large files are read and cut in blocks of this size
+READ_BLOCK = 4 * 1024 * 1024  # large files are read and cut in blocks of this size
 BATCH_FILES = 64  # small files handed to a content worker at once ...
 BATCH_BYTES = 2 * 1024 * 1024  # ... or this much of their data
 MAX_WORKERS = 4
@@ -148,7 +149,7 @@ class Uploader:
     IN_FLIGHT = 1
     BATCH_BYTES = 2 * 1024 * 1024  # plaintext handed to the seal thread at once: one lock round per batch
     BATCH_ITEMS = 512
-    QUEUED_BYTES = 16 * 1024 * 1024
+    QUEUED_BYTES = 8 * 1024 * 1024
 
     def __init__(self, vault: VaultClient, machine_id: MachineId, session: str, sealer: Sealer,
                  known: set[ChunkId], counters: Counters) -> None:
@@ -299,6 +300,7 @@ class BackupEngine:
         self._pseudo = fsmeta.pseudo_fs_devices()
         self._links: dict[tuple[int, int], tuple[int, list[bytes], list[tuple[int, int]] | None]] = {}
         self._total: int | None = None
+        self._scan: tuple[int, int] | None = None  # (pid, pipe) of the process sizing a first backup
         self._done = 0  # bytes of file content processed so far (read, or skipped as unchanged)
         self._clock = ProgressClock()
         cores = os.cpu_count() or 1
@@ -324,18 +326,20 @@ class BackupEngine:
         # began before the chunk was condemned may use, and leaves condemned chunks out of known_chunks.
         session = self.vault.begin_session(self.machine_id)
         known = set(self.vault.known_chunks(self.machine_id))
-        # The content workers are forked first, while this is the only thread.
+        # The content workers are forked first, while this is the only thread; so is the process that sizes a
+        # first backup for the ETA (a thread walking beside the walk would compete for the GIL).
         self.pool = ContentPool(self.keys, known, self.workers) if self.workers else None
         try:
+            if previous is None:
+                self._start_scan(targets)
             return self._run(targets, previous, job_id, started, keep_until_ns, session, known)
         finally:
+            self._stop_scan()
             if self.pool is not None:
                 self.pool.close()
 
     def _run(self, targets: list[bytes], previous: RecoveryPoint | None, job_id: str, started: int,
              keep_until_ns: int | None, session: str, known: set[ChunkId]) -> BackupResult:
-        if previous is None:  # first backup: size the job in the background so progress can show an ETA
-            threading.Thread(target=self._scan_total, args=(targets,), daemon=True, name="scan").start()
         self.up = Uploader(self.vault, self.machine_id, session, self.sealer, known, self.counters)
         try:
             root = self._trie_tree(b"", self._trie(targets))
@@ -691,9 +695,51 @@ class BackupEngine:
         elapsed = self._clock.due(force)
         if elapsed is not None:
             c = self.counters
+            if self._total is None and self._scan is not None:
+                self._read_scan()
             self.events(Progress("backup", c.files + c.dirs + c.other, self._done, self._total, elapsed))
 
-    def _scan_total(self, targets: list[bytes]) -> None:
+    def _start_scan(self, targets: list[bytes]) -> None:
+        """Size a first backup in a forked process, so progress can show an ETA once it answers."""
+        r, w = os.pipe()
+        try:
+            pid = os.fork()
+        except OSError:
+            os.close(r)
+            os.close(w)
+            return  # no ETA, nothing else lost
+        if pid == 0:
+            try:
+                signal.signal(signal.SIGINT, signal.SIG_IGN)
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.close(r)
+                os.write(w, self._scan_total(targets).to_bytes(8, "little"))
+            finally:
+                os._exit(0)
+        os.close(w)
+        os.set_blocking(r, False)
+        self._scan = (pid, r)
+
+    def _read_scan(self) -> None:
+        assert self._scan is not None
+        try:
+            data = os.read(self._scan[1], 8)
+        except BlockingIOError:
+            return
+        if len(data) == 8:
+            self._total = int.from_bytes(data, "little")
+        self._stop_scan()
+
+    def _stop_scan(self) -> None:
+        if self._scan is not None:
+            pid, r = self._scan
+            self._scan = None
+            os.close(r)
+            with contextlib.suppress(ProcessLookupError, ChildProcessError):
+                os.kill(pid, signal.SIGTERM)
+                os.waitpid(pid, 0)
+
+    def _scan_total(self, targets: list[bytes]) -> int:
         total = 0
         for t in targets:
             for root, dirs, files in os.walk(t, onerror=lambda _exc: None):
@@ -710,7 +756,7 @@ class BackupEngine:
                 st = os.lstat(t)
                 if stat.S_ISREG(st.st_mode):
                     total += st.st_size
-        self._total = total
+        return total
 
     def _rebuild_store(self, previous: RecoveryPoint) -> None:
         """Refill an empty checksum store from the last recovery point, so unchanged files are not re-read."""
