@@ -7,10 +7,14 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import signal
 import threading
 import time
 from pathlib import Path
 
+import pytest
+
+from safehold.agent import workers
 from safehold.agent.backup import BackupEngine
 from safehold.agent.checksums import ChecksumStore
 from safehold.agent.home import AgentHome, CacheFolder
@@ -58,7 +62,8 @@ class Writer(threading.Thread):
             self.changes += 1
 
 
-def test_files_changing_during_backup_are_kept_whole_or_listed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_files_changing_during_backup_are_kept_whole_or_listed(tmp_path: Path, workers: int) -> None:
     src = tmp_path / "src"
     rng = random.Random(1)
     busy: list[Path] = []
@@ -91,7 +96,7 @@ def test_files_changing_during_backup_are_kept_whole_or_listed(tmp_path: Path) -
     while writer.changes < 50:  # the tree is already changing when the backup starts
         assert time.monotonic() < deadline, "the writer made no progress"
     try:
-        result = BackupEngine(svc, machine, keys, store, lambda e: None).run([str(src)])
+        result = BackupEngine(svc, machine, keys, store, lambda e: None, workers=workers).run([str(src)])
     finally:
         during = writer.changes
         writer.stop.set()
@@ -118,3 +123,32 @@ def test_files_changing_during_backup_are_kept_whole_or_listed(tmp_path: Path) -
         else:
             assert q.exists(), f"{p} was neither restored nor listed"
             assert hashlib.sha256(q.read_bytes()).digest() in writer.states[p], f"{p} restored torn"
+
+
+def test_a_worker_that_dies_fails_the_job_and_makes_no_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "src"
+    for d in range(4):
+        (src / f"d{d}").mkdir(parents=True)
+        for i in range(100):
+            (src / f"d{d}" / f"f{i}").write_bytes(b"%d %d\n" % (d, i) * 50)
+    svc = VaultService.init_folder(tmp_path / "vault")
+    creds = tmp_path / "c.vaultcredentials"
+    creds.write_bytes(svc.issue_credentials().encode())
+    reg = register(AgentHome(tmp_path / "agent"), creds, PASSPHRASE, lambda c, t: svc)
+    keys = open_keys(reg, PASSPHRASE)
+    machine = MachineId(reg.machine_id)
+    store = ChecksumStore(CacheFolder(Path(reg.cache_folder)).checksum_store, keys.key_id)
+
+    started = workers.ContentPool.__init__
+
+    def start_then_kill_one(self: workers.ContentPool, *args: object) -> None:
+        started(self, *args)  # type: ignore[arg-type]
+        os.kill(self._pids[0], signal.SIGKILL)
+
+    monkeypatch.setattr(workers.ContentPool, "__init__", start_then_kill_one)
+    engine = BackupEngine(svc, machine, keys, store, lambda e: None, workers=2)
+    with pytest.raises(RuntimeError, match="worker process ended"):
+        engine.run([str(src)])
+    store.close()
+    assert svc.recovery_points(machine) == []
+    assert engine.failed == []  # no file is blamed for it

@@ -6,12 +6,18 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from conftest import Cli
 from conftest import restored as _restored
 from fidelity import build_tree, diff_snapshots, snapshot
 
 
-def test_round_trip_keeps_everything(registered: Cli, tmp_path: Path) -> None:
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_round_trip_keeps_everything(registered: Cli, tmp_path: Path, workers: str,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Both ways small files are read: by the walk itself, and by content worker processes."""
+    monkeypatch.setenv("SAFEHOLD_BACKUP_WORKERS", workers)
     src = tmp_path / "src"
     src.mkdir()
     build_tree(src)
