@@ -153,3 +153,23 @@ def test_very_deep_tree(registered: Cli, tmp_path: Path) -> None:
     finally:  # pytest's own clean-up recurses per level; take the chains down from the bottom
         for root in (src, _restored(target, src)):
             subprocess.run(["rm", "-rf", str(root)], check=True)
+
+
+def test_xattrs_of_unchanged_files_come_from_the_checksum_store_and_changes_are_seen(
+        registered: Cli, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    f = src / "tagged"
+    f.write_text("content")
+    os.setxattr(f, "user.colour", b"blue")
+    registered.ok("backup", src)
+    # unchanged: size, mtime, ctime and inode match, so the recorded xattrs are used without reading them
+    unchanged = registered.ok("backup", src, "--json").json_lines()[-1]
+    assert unchanged["bytes_read"] == 0
+    os.setxattr(f, "user.colour", b"green")  # changes the ctime, not the mtime
+    changed = registered.ok("backup", src, "--json").json_lines()[-1]
+    again = registered.ok("backup", src, "--json").json_lines()[-1]
+    for point, colour in ((unchanged, b"blue"), (changed, b"green"), (again, b"green")):
+        target = tmp_path / f"restore-{point['recovery_point']}"
+        registered.ok("restore", point["recovery_point"], "--target", target)
+        assert os.getxattr(_restored(target, src) / "tagged", "user.colour") == colour

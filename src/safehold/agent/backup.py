@@ -488,7 +488,8 @@ class BackupEngine:
                 self.refs.add(ChunkId(d.chunk))
             self._done += d.size
             if d.read_start_ns - d.ctime_ns > RACY_NS:
-                self.store.put(full, FileState(d.size, d.mtime_ns, d.ctime_ns, st.st_ino, e.chunks, e.extents))
+                self.store.put(full, FileState(d.size, d.mtime_ns, d.ctime_ns, st.st_ino, e.chunks, e.extents,
+                                               (e.xattrs, e.acl_access, e.acl_default)))
         folder.waiting -= 1
         self._settle(folder)
         self._progress()
@@ -599,7 +600,10 @@ class BackupEngine:
                 and cached.ctime_ns == st.st_ctime_ns and cached.inode == st.st_ino
                 and all(c in self.up.known for c in cached.chunks)):
             e.chunks, e.extents = cached.chunks, cached.extents
-            fsmeta.fill_xattrs(e, dir_fd, path, name)
+            if cached.xattrs is not None:
+                e.xattrs, e.acl_access, e.acl_default = cached.xattrs
+            else:
+                fsmeta.fill_xattrs(e, dir_fd, path, name)
             self._done += st.st_size
         elif (self.pool is not None and st.st_size <= chunkfmt.SMALL_FILE and st.st_nlink == 1
               and len(full) < fsmeta.PATH_MAX - 1):
@@ -636,7 +640,8 @@ class BackupEngine:
             e.size, e.mtime_ns, e.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
             if read_start - before.st_ctime_ns > RACY_NS:  # ctime: the kernel sets it, utime cannot
                 self.store.put(full, FileState(before.st_size, before.st_mtime_ns, before.st_ctime_ns,
-                                               before.st_ino, e.chunks, e.extents))
+                                               before.st_ino, e.chunks, e.extents,
+                                               (e.xattrs, e.acl_access, e.acl_default)))
         self.refs.update(ChunkId(c) for c in e.chunks)
         if st.st_nlink > 1:
             e.link_id = len(self._links) + 1
@@ -764,7 +769,8 @@ class BackupEngine:
         n = 0
         for path, e in reader.walk(previous.root):
             if e.type == tree.FILE and e.chunks is not None:
-                self.store.put(b"/" + path, FileState(e.size, e.mtime_ns, e.ctime_ns, e.inode, e.chunks, e.extents))
+                self.store.put(b"/" + path, FileState(e.size, e.mtime_ns, e.ctime_ns, e.inode, e.chunks, e.extents,
+                                                      (e.xattrs, e.acl_access, e.acl_default)))
                 n += 1
         self.events(Notice("SalChecksumStoreInitializationFailed",
                            f"change tracking rebuilt from recovery point {previous.rp_id[:8]} ({n} files)"))

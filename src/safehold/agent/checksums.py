@@ -17,8 +17,11 @@ import msgspec
 _enc = msgspec.msgpack.Encoder()
 _dec_chunks = msgspec.msgpack.Decoder(list[bytes])
 _dec_ext = msgspec.msgpack.Decoder(list[tuple[int, int]] | None)
+XattrState = tuple[list[tuple[bytes, bytes]] | None, bytes | None, bytes | None]  # xattrs, access, default ACL
+_dec_xattrs = msgspec.msgpack.Decoder(tuple[list[tuple[bytes, bytes]] | None, bytes | None, bytes | None] | None)
 
-SCHEMA = 2  # 1 was keyed by the full path; such a store is dropped and rebuilt
+# 1 was keyed by the full path, 2 had no xattrs; such a store is dropped and rebuilt from the last recovery point
+SCHEMA = 3
 PUT_BATCH = 2000
 
 
@@ -34,14 +37,18 @@ class FileState:
     inode: int
     chunks: list[bytes]
     extents: list[tuple[int, int]] | None
+    # xattrs and ACLs as read with this state: changing them changes the ctime, so while size, mtime, ctime
+    # and inode match they need not be read again (None: not recorded, read them)
+    xattrs: XattrState | None = None
 
 
-FileRow = tuple[int, int, int, int, bytes, bytes]  # size, mtime, ctime, inode, chunks, extents (encoded)
+FileRow = tuple[int, int, int, int, bytes, bytes, bytes]  # size, mtime, ctime, inode, chunks, extents, xattrs
 
 
 def _state(row: FileRow) -> FileState | None:
     try:
-        return FileState(row[0], row[1], row[2], row[3], _dec_chunks.decode(row[4]), _dec_ext.decode(row[5]))
+        return FileState(row[0], row[1], row[2], row[3], _dec_chunks.decode(row[4]), _dec_ext.decode(row[5]),
+                         _dec_xattrs.decode(row[6]))
     except msgspec.DecodeError:
         return None
 
@@ -59,7 +66,7 @@ class ChecksumStore:
             if meta.get("schema") != str(SCHEMA):
                 self._db.execute("DROP TABLE IF EXISTS files")
             self._db.execute("CREATE TABLE IF NOT EXISTS files (dir BLOB, name BLOB, size INTEGER, "
-                             "mtime INTEGER, ctime INTEGER, inode INTEGER, chunks BLOB, extents BLOB, "
+                             "mtime INTEGER, ctime INTEGER, inode INTEGER, chunks BLOB, extents BLOB, xattrs BLOB, "
                              "PRIMARY KEY (dir, name)) WITHOUT ROWID")
             self._db.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
@@ -67,7 +74,7 @@ class ChecksumStore:
         if meta.get("key_id") not in (None, key_id):
             self._db.execute("DELETE FROM files")
             meta = {}
-        self._pending: list[tuple[bytes, bytes, int, int, int, int, bytes, bytes]] = []
+        self._pending: list[tuple[bytes, bytes, int, int, int, int, bytes, bytes, bytes]] = []
         self.empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('key_id', ?)", (str(SCHEMA), key_id))
         self._db.execute("BEGIN")
@@ -87,7 +94,7 @@ class ChecksumStore:
     def get(self, path: bytes) -> FileState | None:
         folder, _, name = path.rpartition(b"/")
         self._write_pending()
-        row = self._db.execute("SELECT size, mtime, ctime, inode, chunks, extents FROM files "
+        row = self._db.execute("SELECT size, mtime, ctime, inode, chunks, extents, xattrs FROM files "
                                "WHERE dir = ? AND name = ?", (folder, name)).fetchone()
         return None if row is None else _state(row)
 
@@ -96,7 +103,7 @@ class ChecksumStore:
         one query per folder instead of one per file. `state()` decodes the row of a file that matches."""
         self._write_pending()
         return {bytes(r[0]): r[1:] for r in self._db.execute(
-            "SELECT name, size, mtime, ctime, inode, chunks, extents FROM files WHERE dir = ?", (folder,))}
+            "SELECT name, size, mtime, ctime, inode, chunks, extents, xattrs FROM files WHERE dir = ?", (folder,))}
 
     @staticmethod
     def state(row: FileRow) -> FileState | None:
@@ -105,13 +112,13 @@ class ChecksumStore:
     def put(self, path: bytes, state: FileState) -> None:
         folder, _, name = path.rpartition(b"/")
         self._pending.append((folder, name, state.size, state.mtime_ns, state.ctime_ns, state.inode,
-                              _enc.encode(state.chunks), _enc.encode(state.extents)))
+                              _enc.encode(state.chunks), _enc.encode(state.extents), _enc.encode(state.xattrs)))
         if len(self._pending) >= PUT_BATCH:
             self._write_pending()
 
     def _write_pending(self) -> None:
         if self._pending:
-            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
+            self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
             self._pending = []
 
     def commit(self, last_rp: str) -> None:
