@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from safehold.agent.backup import BackupEngine
+from safehold.agent.backup import PACK_TARGET, BackupEngine
 from safehold.agent.checksums import ChecksumStore
 from safehold.agent.events import Event, ItemFailed, Progress
 from safehold.agent.home import AgentHome, CacheFolder
@@ -175,7 +175,7 @@ def test_interrupted_backup_resumes_without_resending(tmp_path: Path) -> None:
     vault.put_pack = real_put  # type: ignore[method-assign]
     assert vault.recovery_points(engine.machine_id) == []
     kept = sum(n for _, n in vault.packs(engine.machine_id))
-    assert kept >= 32 * 1024 * 1024, "the interrupted run kept its uploaded pack"
+    assert kept >= PACK_TARGET, "the interrupted run kept its uploaded pack"
 
     again = BackupEngine(vault, engine.machine_id, engine.keys, ChecksumStore(store.path, engine.keys.key_id),
                          lambda e: None)
