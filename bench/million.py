@@ -1,9 +1,12 @@
 """Benchmark: a first backup of 1,000,000 empty or tiny files, to show that peak memory stays bounded.
 
     .venv/bin/python bench/million.py [--count 1000000] [--tools safehold,restic] [--work DIR] [--report FILE]
+                                      [--max-rss MIB]
 
 Files in folders of 1,000; every other file empty, the rest a few bytes. Wall time, CPU and peak RSS from
 `/usr/bin/time -v`; the figures go into a marked section of docs/benchmarks.md (with --report, or by default).
+safehold's peak RSS is held to a stated bound (`MAX_RSS_MIB`, scaled by --count): above it the script says
+so and exits with status 1.
 """
 
 from __future__ import annotations
@@ -19,6 +22,16 @@ from pathlib import Path
 import compare
 import report
 import tools
+
+# The bound this benchmark keeps for safehold's peak RSS at 1,000,000 files, in MiB. What grows with the tree
+# is the set of chunk ids (about 130 bytes each for the known and referenced sets together) and one folder's
+# listing at a time; the rest (packs in flight, read buffers, the interpreter) is fixed.
+MAX_RSS_MIB = 320
+BASE_RSS_MIB = 100  # the fixed part: the bound for `--count N` is BASE + (MAX - BASE) * N / 1,000,000
+
+
+def bound_mib(count: int) -> float:
+    return BASE_RSS_MIB + (MAX_RSS_MIB - BASE_RSS_MIB) * count / 1_000_000
 
 
 def make(root: Path, count: int) -> None:
@@ -45,7 +58,11 @@ def main() -> None:
     ap.add_argument("--report", type=Path, default=tools.REPO / "docs" / "benchmarks.md",
                     help="Markdown file whose `million` section is replaced (default docs/benchmarks.md)")
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--max-rss", type=float, default=None,
+                    help=f"safehold's peak RSS bound in MiB (default {MAX_RSS_MIB} at 1,000,000 files, scaled)")
     a = ap.parse_args()
+    limit = a.max_rss if a.max_rss is not None else bound_mib(a.count)
+    safehold_rss = 0.0
     work = Path(tempfile.mkdtemp(prefix="safehold-million-", dir=a.work))
     if tools.REPO in work.resolve().parents:
         raise SystemExit("the work folder must be outside the repository")
@@ -62,22 +79,32 @@ def main() -> None:
             tool.prepare()
             u = compare.measure(lambda t=tool: t.backup(source), source)
             stored = tool.stored_bytes()
-            rows.append(f"| {name} | {u.wall:.1f} | {u.cpu:.1f} | {u.max_rss_kib / 1024:.0f} | {stored / 2**20:.0f} |")
+            rss = u.max_rss_kib / 1024
+            if name == "safehold":
+                safehold_rss = rss
+            rows.append(f"| {name} | {u.wall:.1f} | {u.cpu:.1f} | {rss:.0f} | {stored / 2**20:.0f} |")
             print(rows[-1], flush=True)
             shutil.rmtree(run)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    kept = safehold_rss <= limit
+    verdict = (f"safehold's peak RSS {safehold_rss:.0f} MiB, bound {limit:.0f} MiB: "
+               + ("kept" if kept else "**exceeded**")) if "safehold" in a.tools.split(",") else ""
+    if verdict:
+        print(verdict, flush=True)
     if a.no_report:
-        return
+        raise SystemExit(0 if kept or not verdict else 1)
     m = report.machine()
     body = "\n".join([
         f"## One million files (`bench/million.py`, {datetime.date.today().isoformat()})", "",
         f"A first backup of {a.count:,} files (every other one empty, the rest a few bytes, 1,000 a folder), "
         f"one run, on {m['cpu']}, {m['memory']} RAM. Peak RSS is the largest process, from `/usr/bin/time -v`.",
         "", "| tool | wall (s) | user+sys CPU (s) | peak RSS (MiB) | stored (MiB) |", "|---|---|---|---|---|",
-        *rows])
+        *rows, "", verdict + "." if verdict else ""])
     old = a.report.read_text() if a.report.exists() else ""
     a.report.write_text(report.replace_section(old, "million", body))
+    if verdict and not kept:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":
