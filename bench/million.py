@@ -24,8 +24,8 @@ import report
 import tools
 
 # The bound this benchmark keeps for safehold's peak RSS at 1,000,000 files, in MiB. What grows with the tree
-# is the set of chunk ids (about 130 bytes each for the known and referenced sets together) and one folder's
-# listing at a time; the rest (packs in flight, read buffers, the interpreter) is fixed.
+# is the set of chunk ids (about 130 bytes each for the known and referenced sets together); the rest (the
+# folders being walked, packs in flight, read buffers, the interpreter) does not grow with the file count.
 MAX_RSS_MIB = 320
 BASE_RSS_MIB = 100  # the fixed part: the bound for `--count N` is BASE + (MAX - BASE) * N / 1,000,000
 
