@@ -160,6 +160,31 @@ def test_unversioned_sqlite_vault_is_refused_then_migrated(tmp_path: Path, cli: 
     assert _diff(svc.eng) == []
 
 
+def test_chunk_index_of_a_0004_catalog_is_rebuilt_without_rowid(engine_for: Callable[[str | None], sa.Engine]) -> None:
+    """Revision 0005 rebuilds SQLite's chunk index as a WITHOUT ROWID table and keeps every row."""
+    from alembic import command
+
+    eng = engine_for(None)
+    with eng.begin() as c:
+        command.upgrade(t._alembic_config(c), "0004")
+    rows = [(MACHINE, bytes([i]) * 32, "p" * 64, i * 100, 100, 1, None if i % 2 else 7) for i in range(50)]
+    with eng.begin() as c:
+        c.execute(t.chunks.insert(), [dict(zip(("machine_id", "chunk_id", "pack_id", "offset", "length", "kind",
+                                                "condemned_ns"), r, strict=True)) for r in rows])
+        assert "WITHOUT ROWID" not in c.execute(sa.text(
+            "SELECT sql FROM sqlite_master WHERE name = 'chunks'")).scalar_one()
+    assert t.upgrade(eng) == ("0004", t.HEAD)
+    with eng.connect() as c:
+        sql = c.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'chunks'")).scalar_one()
+        got = [tuple(r) for r in c.execute(sa.select(t.chunks).order_by(t.chunks.c.chunk_id))]
+        indexes = c.execute(sa.text("SELECT count(*) FROM sqlite_master WHERE tbl_name = 'chunks' "
+                                    "AND type = 'index'")).scalar_one()
+    assert "WITHOUT ROWID" in sql and indexes == 0  # no second b-tree repeating the key
+    assert got == rows
+    assert _diff(eng) == []
+    t.check_current(eng)
+
+
 def test_outdated_and_newer_catalogs_are_refused(tmp_path: Path, catalog_url: str | None,
                                                  vaults: list[VaultService]) -> None:
     svc = VaultService.init_folder(tmp_path / "vault", catalog_url=catalog_url)

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest revision in migrations/versions; tests/test_catalog.py checks it against Alembic's own view.
-HEAD = "0004"
+HEAD = "0005"
 VERSION_TABLE = "alembic_version"
 
 # Names for constraints, so that later revisions (batch mode on SQLite) can refer to them.
@@ -89,6 +89,7 @@ chunks = sa.Table(
     # set when housekeeping found no recovery point referencing the chunk: left out of known_chunks from then
     # on, deleted once no backup session that started before this moment is open (docs/retention.md)
     sa.Column("condemned_ns", sa.BigInteger),
+    sqlite_with_rowid=False,  # rows in the primary-key b-tree, not a rowid table plus an index (revision 0005)
 )
 
 sessions = sa.Table(
