@@ -125,7 +125,7 @@ def _restore(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, rp: R
              paths: tuple[str, ...], target: str, existing: str, no_acls: bool, no_owner: bool, agent: Agent,
              as_json: bool, job_id: str) -> tuple[JobStatus, RestoreResult, Path | None]:
     renderer = EventRenderer(as_json)
-    reader = ChunkReader(vault, machine_id, Sealer(keys))
+    reader = ChunkReader(vault, machine_id, Sealer(keys), prefetch=True)  # vault reads overlap the writes
     engine = RestoreEngine(reader, renderer, with_owner=False if no_owner else None, with_acls=not no_acls,
                            existing=existing)
     cancelled = False
@@ -139,6 +139,7 @@ def _restore(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, rp: R
     except KeyboardInterrupt:
         cancelled = True  # what was restored stays; the file being written when it came is removed
     finally:
+        reader.close()
         for sig, old in previous.items():
             signal.signal(sig, old)
     result = engine.result
