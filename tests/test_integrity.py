@@ -85,8 +85,8 @@ def test_index_pointing_past_the_pack_end_is_a_clean_error(registered: Cli, tmp_
 def test_damaged_index_is_found(registered: Cli, tmp_path: Path) -> None:
     _, vault, rp = _setup(registered, tmp_path)
     with _db(vault) as db:
-        db.execute("UPDATE chunks SET offset = offset + 1 WHERE rowid = (SELECT rowid FROM chunks WHERE kind = 0 "
-                   "ORDER BY length DESC LIMIT 1)")
+        db.execute("UPDATE chunks SET offset = offset + 1 WHERE chunk_id = (SELECT chunk_id FROM chunks "
+                   "WHERE kind = 0 ORDER BY length DESC LIMIT 1)")
     r = registered("check", "--read-data", "--json")
     assert r.code == 1
     problems = r.summary()["problems"]
