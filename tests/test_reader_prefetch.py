@@ -14,7 +14,7 @@ from safehold.agent.reader import ChunkReader
 from safehold.agent.registration import open_keys
 from safehold.errors import SafeholdError
 from safehold.formats import tree
-from safehold.formats.chunks import Sealer
+from safehold.formats.chunks import CDC_MAX, Sealer
 from safehold.model import CHUNK_DATA, MachineId
 from safehold.vault.service import VaultService
 
@@ -115,5 +115,50 @@ def test_damaged_range_sent_ahead_fails_only_its_chunk(registered: Cli, tmp_path
             assert ok == len(files) - 1
         finally:
             reader.close()
+    finally:
+        vault.close()
+
+
+def test_read_ahead_serves_a_restore_that_skips_items_and_stays_in_its_budget(registered: Cli,
+                                                                             tmp_path: Path) -> None:
+    """The restore asks for a subsequence of what the read-ahead walks (it skips items already at the target,
+    folders it could not make): every item it asks for is the right one, and what waits stays bounded."""
+    from safehold.agent.readahead import ReadAhead
+    from safehold.agent.restore import _select
+
+    src = tmp_path / "src"
+    _tree(src)
+    registered.ok("backup", src)
+    vault, machine, sealer = _open(registered)
+    try:
+        rp = vault.recovery_points(machine)[-1]
+        reader = ChunkReader(vault, machine, sealer, prefetch=True)
+        reader.preload(vault.refs(machine, rp.rp_id))
+        budget = 2 * 1024 * 1024
+        ahead = ReadAhead(reader, rp.root, None, _select, budget=budget)
+        largest = 0
+        asked = 0
+
+        def visit(tid: bytes, prefix: bytes, depth: int) -> None:
+            nonlocal largest, asked
+            for index, e in enumerate(ahead.listing(tid)):
+                largest = max(largest, ahead._bytes)
+                path = prefix + b"/" + e.name
+                if e.type == tree.DIR and e.subtree:
+                    if e.name != b"d3":  # a folder the restore could not make: nothing below it is asked for
+                        visit(e.subtree, path, depth + 1)
+                elif e.type == tree.FILE and e.chunks and index % 3 == 0:  # the rest "already at the target"
+                    got = b"".join(ahead.data(tid, index))
+                    assert got == Path(path.decode()).read_bytes(), path
+                    asked += 1
+
+        try:
+            visit(rp.root, b"", 0)
+        finally:
+            ahead.close()
+            reader.close()
+        assert asked > 11 * 250 // 3
+        # the budget, plus the one item (a chunk, or a listing) that may pass it
+        assert largest <= budget + CDC_MAX + 64 * 1024
     finally:
         vault.close()
