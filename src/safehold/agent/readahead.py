@@ -22,7 +22,7 @@ from safehold.formats import tree
 from safehold.formats.tree import Entry
 from safehold.model import CHUNK_DATA
 
-BUDGET = 32 * 1024 * 1024  # bytes of verified data waiting for the restore, at most (one large chunk may pass)
+BUDGET = 8 * 1024 * 1024  # bytes of verified data waiting for the restore, at most (one large chunk may pass)
 
 # One item of the queue: (key, payload). key: ("T", tree id) for a listing, ("F", tree id, index) for a
 # file's data. payload: a listing, one chunk's bytes, _END after a file's last chunk, or an exception.
@@ -32,6 +32,22 @@ _DONE: Key = ("done",)
 
 # The part of the walk both sides share: which entries of a listing are visited, and with which paths below.
 Select = Callable[[list[bytes], list[list[bytes]] | None], tuple[bool, list[list[bytes]] | None]]
+
+
+class InlineReads:
+    """The same calls as ReadAhead, read on the caller's thread when asked (SAFEHOLD_RESTORE_READAHEAD=0)."""
+
+    def __init__(self, reader: ChunkReader) -> None:
+        self._reader = reader
+
+    def listing(self, tid: bytes) -> list[Entry]:
+        return self._reader.tree(tid)
+
+    def data(self, tid: bytes, index: int, chunks: list[bytes]) -> Iterator[bytes]:
+        return self._reader.read_many(chunks, CHUNK_DATA)
+
+    def close(self) -> None:
+        pass
 
 
 class ReadAhead:
@@ -44,6 +60,7 @@ class ReadAhead:
         self._bytes = 0
         self._cond = threading.Condition()
         self._stopped = False
+        self._restore_waits = self._ahead_waits = False  # who sleeps on the condition: wake only them
         self._thread = threading.Thread(target=self._run, args=(root, wanted), name="safehold-restore-read",
                                         daemon=True)
         self._thread.start()
@@ -55,8 +72,8 @@ class ReadAhead:
         assert isinstance(got, list)
         return got
 
-    def data(self, tid: bytes, index: int) -> Iterator[bytes]:
-        """The verified chunks of the file at `index` of listing `tid`, in order."""
+    def data(self, tid: bytes, index: int, chunks: list[bytes]) -> Iterator[bytes]:
+        """The verified chunks (`chunks`) of the file at `index` of listing `tid`, in order."""
         key: Key = ("F", tid, index)
         chunk = self._take(key)
         while chunk is not _END:
@@ -74,10 +91,13 @@ class ReadAhead:
     def _pop(self) -> tuple[Key, object]:
         with self._cond:
             while not self._items:
+                self._restore_waits = True
                 self._cond.wait()
+                self._restore_waits = False
             key, payload, size = self._items.popleft()
             self._bytes -= size
-            self._cond.notify_all()
+            if self._ahead_waits and self._bytes <= self._budget:
+                self._cond.notify()
         return key, payload
 
     def _take(self, key: Key) -> object:
@@ -107,12 +127,15 @@ class ReadAhead:
     def _put(self, key: Key, payload: object, size: int = 0) -> bool:
         with self._cond:
             while self._bytes > self._budget and not self._stopped:
+                self._ahead_waits = True
                 self._cond.wait()
+                self._ahead_waits = False
             if self._stopped:
                 return False
             self._items.append((key, payload, size))
             self._bytes += size
-            self._cond.notify_all()
+            if self._restore_waits:
+                self._cond.notify()
         return True
 
     def _run(self, root: bytes, wanted: list[list[bytes]] | None) -> None:

@@ -19,7 +19,7 @@ import msgspec
 from safehold import errors
 from safehold.agent import fsmeta
 from safehold.agent.events import EventSink, ItemFailed, Progress, ProgressClock
-from safehold.agent.readahead import ReadAhead
+from safehold.agent.readahead import BUDGET, InlineReads, ReadAhead
 from safehold.agent.reader import ChunkReader
 from safehold.errors import SafeholdError
 from safehold.formats import tree
@@ -83,11 +83,20 @@ def _select(here: list[bytes], wanted: list[list[bytes]] | None) -> tuple[bool, 
     return False, None
 
 
+def read_ahead_budget() -> int:
+    """SAFEHOLD_RESTORE_READAHEAD: MiB of verified data the read-ahead thread may hold (0: no read-ahead
+    thread); default 8. A bad value is ignored, as for SAFEHOLD_BACKUP_WORKERS."""
+    value = os.environ.get("SAFEHOLD_RESTORE_READAHEAD", "")
+    return int(value) * 1024 * 1024 if value.isdigit() and int(value) <= 1024 else BUDGET
+
+
 class RestoreEngine:
     def __init__(self, reader: ChunkReader, events: EventSink, with_owner: bool | None = None,
-                 with_acls: bool = True, existing: str = COPY) -> None:
+                 with_acls: bool = True, existing: str = COPY, read_ahead: int = BUDGET) -> None:
+        """`read_ahead`: bytes of verified data a read-ahead thread may hold ready; 0: read when needed."""
         if existing not in EXISTING:
             raise ValueError(f"existing must be one of {EXISTING}")
+        self.read_ahead = read_ahead
         self.existing = existing
         self.reader = reader
         self.events = events
@@ -115,7 +124,8 @@ class RestoreEngine:
         wanted = [_parts(p) for p in include] if include else None
         self._unmatched = {tuple(w): p for w, p in zip(wanted or [], include or [], strict=True)}
         self._root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
-        self._ahead = ReadAhead(self.reader, rp.root, wanted, _select)
+        self._ahead: ReadAhead | InlineReads = ReadAhead(self.reader, rp.root, wanted, _select, self.read_ahead) \
+            if self.read_ahead else InlineReads(self.reader)
         try:
             self._tree(self._root_fd, os.fsencode(target), [], rp.root, wanted, fresh=False)
         finally:
@@ -266,7 +276,7 @@ class RestoreEngine:
     def _write(self, fd: int, e: Entry, where: tuple[bytes, int]) -> None:
         extents = e.extents if e.extents is not None else [(0, e.size)]
         ext_i, ext_off = 0, 0  # position within the extent list
-        for data in self._ahead.data(*where) if e.chunks else ():
+        for data in self._ahead.data(*where, e.chunks) if e.chunks else ():
             self._cancel_point()  # inside the file's try: a cancelled file is removed
             view = memoryview(data)
             while view:

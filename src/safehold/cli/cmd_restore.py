@@ -17,7 +17,7 @@ from safehold.agent.joblog import write_failed_files
 from safehold.agent.jobs import JobHistory
 from safehold.agent.reader import ChunkReader
 from safehold.agent.registration import open_other_machine
-from safehold.agent.restore import COPY, EXISTING, RestoreEngine, RestoreResult
+from safehold.agent.restore import COPY, EXISTING, RestoreEngine, RestoreResult, read_ahead_budget
 from safehold.cli.context import (
     Agent,
     connect_with_token,
@@ -127,7 +127,7 @@ def _restore(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, rp: R
     renderer = EventRenderer(as_json)
     reader = ChunkReader(vault, machine_id, Sealer(keys), prefetch=True)  # vault reads overlap the writes
     engine = RestoreEngine(reader, renderer, with_owner=False if no_owner else None, with_acls=not no_acls,
-                           existing=existing)
+                           existing=existing, read_ahead=read_ahead_budget())
     cancelled = False
 
     def cancel(_sig: int, _frame: FrameType | None) -> None:
