@@ -1,8 +1,7 @@
 """The restore engine: recreate a recovery point, or part of it, below a target folder.
 
 Every chunk is verified before a byte of it is written; a file whose data fails verification is removed and
-reported, never left half-written. Directory metadata is applied after the folder's contents. Listings and
-file data come from a read-ahead thread (agent/readahead.py); every file system call happens here, in order.
+reported, never left half-written. Directory metadata is applied after the folder's contents.
 """
 
 from __future__ import annotations
@@ -19,12 +18,11 @@ import msgspec
 from safehold import errors
 from safehold.agent import fsmeta
 from safehold.agent.events import EventSink, ItemFailed, Progress, ProgressClock
-from safehold.agent.readahead import BUDGET, InlineReads, ReadAhead
 from safehold.agent.reader import ChunkReader
 from safehold.errors import SafeholdError
 from safehold.formats import tree
 from safehold.formats.tree import Entry
-from safehold.model import JobStatus, RecoveryPoint
+from safehold.model import CHUNK_DATA, JobStatus, RecoveryPoint
 
 
 @dataclass
@@ -71,32 +69,11 @@ def _parts(path: str) -> list[bytes]:
     return [p for p in os.fsencode(path).split(b"/") if p and p != b"."]
 
 
-def _select(here: list[bytes], wanted: list[list[bytes]] | None) -> tuple[bool, list[list[bytes]] | None]:
-    """Whether the item at path `here` is restored when only `wanted` paths are (None: all), and which of
-    them lie below it (None: everything below)."""
-    if wanted is None:
-        return True, None
-    if any(w[:len(here)] == here and len(w) <= len(here) for w in wanted):
-        return True, None  # inside a wanted path: everything below
-    if any(w[:len(here)] == here for w in wanted):
-        return True, [w for w in wanted if w[:len(here)] == here]  # on the way to a wanted path
-    return False, None
-
-
-def read_ahead_budget() -> int:
-    """SAFEHOLD_RESTORE_READAHEAD: MiB of verified data the read-ahead thread may hold (0: no read-ahead
-    thread); default 8. A bad value is ignored, as for SAFEHOLD_BACKUP_WORKERS."""
-    value = os.environ.get("SAFEHOLD_RESTORE_READAHEAD", "")
-    return int(value) * 1024 * 1024 if value.isdigit() and int(value) <= 1024 else BUDGET
-
-
 class RestoreEngine:
     def __init__(self, reader: ChunkReader, events: EventSink, with_owner: bool | None = None,
-                 with_acls: bool = True, existing: str = COPY, read_ahead: int = BUDGET) -> None:
-        """`read_ahead`: bytes of verified data a read-ahead thread may hold ready; 0: read when needed."""
+                 with_acls: bool = True, existing: str = COPY) -> None:
         if existing not in EXISTING:
             raise ValueError(f"existing must be one of {EXISTING}")
-        self.read_ahead = read_ahead
         self.existing = existing
         self.reader = reader
         self.events = events
@@ -124,12 +101,9 @@ class RestoreEngine:
         wanted = [_parts(p) for p in include] if include else None
         self._unmatched = {tuple(w): p for w, p in zip(wanted or [], include or [], strict=True)}
         self._root_fd = os.open(target, os.O_RDONLY | os.O_DIRECTORY)
-        self._ahead: ReadAhead | InlineReads = ReadAhead(self.reader, rp.root, wanted, _select, self.read_ahead) \
-            if self.read_ahead else InlineReads(self.reader)
         try:
             self._tree(self._root_fd, os.fsencode(target), [], rp.root, wanted, fresh=False)
         finally:
-            self._ahead.close()
             os.close(self._root_fd)
         for path in self._unmatched.values():
             self._fail(os.fsencode(path), "PathNotInRecoveryPoint", "nothing was restored for it")
@@ -142,12 +116,18 @@ class RestoreEngine:
               wanted: list[list[bytes]] | None, fresh: bool) -> None:
         """Restore a tree's entries into dir_fd; `fresh`: this restore just made the folder, so nothing in it
         can exist yet and the check for an existing item (one lstat per item) is skipped."""
-        for index, e in enumerate(self._ahead.listing(tid)):
+        for e in self.reader.tree(tid):
             here = [*parts, e.name]
+            sub: list[list[bytes]] | None = None
             self._unmatched.pop(tuple(here), None)
-            visit, sub = _select(here, wanted)
-            if visit:
-                self._item(dir_fd, dir_path, here, e, sub, fresh, (tid, index))
+            if wanted is not None:
+                if any(w[:len(here)] == here and len(w) <= len(here) for w in wanted):
+                    sub = None  # inside a wanted path: everything below
+                elif any(w[:len(here)] == here for w in wanted):
+                    sub = [w for w in wanted if w[:len(here)] == here]  # on the way to a wanted path
+                else:
+                    continue
+            self._item(dir_fd, dir_path, here, e, sub, fresh)
 
     def _fail(self, path: bytes, code: str, reason: str) -> None:
         item = ItemFailed(path, code, reason)
@@ -155,8 +135,7 @@ class RestoreEngine:
         self.events(item)
 
     def _item(self, dir_fd: int, dir_path: bytes, parts: list[bytes], e: Entry,
-              wanted: list[list[bytes]] | None, fresh: bool, where: tuple[bytes, int]) -> None:
-        """`where`: the listing and index of the entry, by which its data is asked of the read-ahead."""
+              wanted: list[list[bytes]] | None, fresh: bool = False) -> None:
         self._cancel_point()
         full = dir_path + b"/" + e.name
         if e.type == tree.DIR:
@@ -189,7 +168,7 @@ class RestoreEngine:
         done = False
         try:
             if e.type == tree.FILE:
-                done = self._file(dir_fd, full, parts, e, where)  # False: its data failed verification, removed
+                done = self._file(dir_fd, full, parts, e)  # False: its data failed verification, it was removed
             else:
                 if e.type == tree.SYMLINK:
                     os.symlink(e.target or b"", name, dir_fd=dir_fd)
@@ -242,7 +221,7 @@ class RestoreEngine:
             os.close(fd)
         self.result.dirs += 1
 
-    def _file(self, dir_fd: int, full: bytes, parts: list[bytes], e: Entry, where: tuple[bytes, int]) -> bool:
+    def _file(self, dir_fd: int, full: bytes, parts: list[bytes], e: Entry) -> bool:
         """Create one file (or a hard link to its group's first member); False if its data failed verification."""
         if e.link_id and e.link_id in self._links:
             src = self._links[e.link_id]
@@ -256,7 +235,7 @@ class RestoreEngine:
         fd = os.open(e.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600, dir_fd=dir_fd)
         ok = False
         try:
-            self._write(fd, e, where)
+            self._write(fd, e)
             ok = True
             self._problems(full, fsmeta.apply_meta(fd, e, self.with_owner, self.with_acls))
         except SafeholdError as exc:
@@ -273,10 +252,11 @@ class RestoreEngine:
             self._links[e.link_id] = parts
         return True
 
-    def _write(self, fd: int, e: Entry, where: tuple[bytes, int]) -> None:
+    def _write(self, fd: int, e: Entry) -> None:
+        chunks = e.chunks or []
         extents = e.extents if e.extents is not None else [(0, e.size)]
         ext_i, ext_off = 0, 0  # position within the extent list
-        for data in self._ahead.data(*where, e.chunks) if e.chunks else ():
+        for data in self.reader.read_many(chunks, CHUNK_DATA):
             self._cancel_point()  # inside the file's try: a cancelled file is removed
             view = memoryview(data)
             while view:

@@ -17,7 +17,7 @@ from safehold.agent.joblog import write_failed_files
 from safehold.agent.jobs import JobHistory
 from safehold.agent.reader import ChunkReader
 from safehold.agent.registration import open_other_machine
-from safehold.agent.restore import COPY, EXISTING, RestoreEngine, RestoreResult, read_ahead_budget
+from safehold.agent.restore import COPY, EXISTING, RestoreEngine, RestoreResult
 from safehold.cli.context import (
     Agent,
     connect_with_token,
@@ -125,9 +125,9 @@ def _restore(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, rp: R
              paths: tuple[str, ...], target: str, existing: str, no_acls: bool, no_owner: bool, agent: Agent,
              as_json: bool, job_id: str) -> tuple[JobStatus, RestoreResult, Path | None]:
     renderer = EventRenderer(as_json)
-    reader = ChunkReader(vault, machine_id, Sealer(keys), prefetch=True)  # vault reads overlap the writes
+    reader = ChunkReader(vault, machine_id, Sealer(keys))
     engine = RestoreEngine(reader, renderer, with_owner=False if no_owner else None, with_acls=not no_acls,
-                           existing=existing, read_ahead=read_ahead_budget())
+                           existing=existing)
     cancelled = False
 
     def cancel(_sig: int, _frame: FrameType | None) -> None:
@@ -139,7 +139,6 @@ def _restore(vault: VaultClient, machine_id: MachineId, keys: MachineKeys, rp: R
     except KeyboardInterrupt:
         cancelled = True  # what was restored stays; the file being written when it came is removed
     finally:
-        reader.close()
         for sig, old in previous.items():
             signal.signal(sig, old)
     result = engine.result
