@@ -346,3 +346,34 @@ def test_commit_is_once_per_session(tmp_path: Path, catalog_url: str | None, vau
         servers[1].commit(other, session, root, JobStatus.COMPLETED, BackupStats(), [], b"")
     assert _code(exc) == "InvalidArgument" and "another machine" in exc.value.text
     assert svc.recovery_points(other) == []
+
+
+def test_commit_check_in_one_pass_merges_with_the_index(tmp_path: Path, catalog_url: str | None,
+                                                         vaults: list[VaultService],
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """The one-pass check of many referenced chunks walks the index in key order beside the sorted ids: it finds
+    an id missing before, between or after the indexed ones, and revives condemned chunks that are referenced."""
+    from safehold.vault import service as vault_service
+
+    monkeypatch.setattr(vault_service, "SCAN_FROM", 1)
+    svc = VaultService.init_folder(tmp_path / "vault", catalog_url=catalog_url)
+    vaults.append(svc)
+    other = MachineId("o" * 32)  # another machine's chunks sort between this one's and must not count
+    present = [bytes([i]) * 32 for i in range(10, 250, 10)]
+    with svc.eng.begin() as c:
+        c.execute(t.chunks.insert(), [
+            {"machine_id": m, "chunk_id": cid, "pack_id": "p" * 64, "offset": 0, "length": 1, "kind": 1,
+             "condemned_ns": 5 if cid[0] % 20 == 0 else None}
+            for m, ids in ((MACHINE, present), (other, [bytes([15]) * 32, bytes([255]) * 32])) for cid in ids])
+    wanted = [ChunkId(x) for x in present[::2]]
+    with svc.eng.begin() as c:
+        VaultService._check_present(c, MACHINE, sorted(wanted))
+    with svc.eng.connect() as c:
+        condemned = {bytes(r.chunk_id) for r in c.execute(sa.select(t.chunks.c.chunk_id).where(
+            t.chunks.c.machine_id == MACHINE, t.chunks.c.condemned_ns.is_not(None)))}
+    assert condemned == {x for x in present if x[0] % 20 == 0} - set(wanted)
+    for absent in (bytes([1]) * 32, bytes([15]) * 32, bytes([255]) * 32):  # before, between (the other
+        ids = sorted([*wanted, ChunkId(absent)])                          # machine's), after
+        with pytest.raises(SafeholdError) as exc, svc.eng.begin() as c:
+            VaultService._check_present(c, MACHINE, ids)
+        assert _code(exc) == "ChunkMissing" and absent.hex()[:16] in exc.value.text
