@@ -18,7 +18,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from safehold.errors import ALL, SafeholdError
-from safehold.model import BackupStats, ChunkId, JobStatus, MachineId, PackEntry
+from safehold.model import BackupStats, ChunkId, JobStatus, MachineId, PackedIds, PackEntry
 from safehold.vault import catalog as t
 from safehold.vault.service import VaultService
 
@@ -366,8 +366,8 @@ def test_commit_check_in_one_pass_merges_with_the_index(tmp_path: Path, catalog_
              "condemned_ns": 5 if cid[0] % 20 == 0 else None}
             for m, ids in ((MACHINE, present), (other, [bytes([15]) * 32, bytes([255]) * 32])) for cid in ids])
     wanted = [ChunkId(x) for x in present[::2]]
-    with svc.eng.begin() as c:
-        VaultService._check_present(c, MACHINE, sorted(wanted))
+    with svc.eng.begin() as c:  # as a commit passes them: packed, sorted
+        VaultService._check_present(c, MACHINE, PackedIds(wanted))
     with svc.eng.connect() as c:
         condemned = {bytes(r.chunk_id) for r in c.execute(sa.select(t.chunks.c.chunk_id).where(
             t.chunks.c.machine_id == MACHINE, t.chunks.c.condemned_ns.is_not(None)))}

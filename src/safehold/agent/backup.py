@@ -33,7 +33,9 @@ from safehold.agent.fileread import (
     read_full,
     read_small,
 )
+from safehold.agent.known import KnownIds
 from safehold.agent.reader import ChunkReader
+from safehold.agent.refs import RefLog
 from safehold.agent.workers import ContentPool, FileDone, FileJob
 from safehold.errors import raise_error
 from safehold.formats import chunks as chunkfmt
@@ -155,7 +157,7 @@ class Uploader:
     QUEUED_BYTES = 8 * 1024 * 1024
 
     def __init__(self, vault: VaultClient, machine_id: MachineId, session: str, sealer: Sealer,
-                 known: set[ChunkId], counters: Counters) -> None:
+                 known: KnownIds, counters: Counters) -> None:
         self.vault, self.machine_id, self.session, self.sealer = vault, machine_id, session, sealer
         self.known = known
         self.counters = counters
@@ -292,7 +294,7 @@ class BackupEngine:
         self.cdc = chunkfmt.chunker(keys)
         self.counters = Counters()
         self.failed: list[ItemFailed] = []
-        self.refs: set[ChunkId] = set()
+        self.refs = RefLog()
         self._skip: set[tuple[int, int]] = set()
         for d in skip_dirs:
             try:
@@ -328,7 +330,7 @@ class BackupEngine:
         # The session first, then the chunks it may count on: housekeeping keeps every chunk a session that
         # began before the chunk was condemned may use, and leaves condemned chunks out of known_chunks.
         session = self.vault.begin_session(self.machine_id)
-        known = set(self.vault.known_chunks(self.machine_id))
+        known = KnownIds(self.vault.known_chunks(self.machine_id))
         # The content workers are forked first, while this is the only thread; so is the process that sizes a
         # first backup for the ETA (a thread walking beside the walk would compete for the GIL).
         self.pool = ContentPool(self.keys, known, self.workers) if self.workers else None
@@ -342,11 +344,12 @@ class BackupEngine:
                 self.pool.close()
 
     def _run(self, targets: list[bytes], previous: RecoveryPoint | None, job_id: str, started: int,
-             keep_until_ns: int | None, session: str, known: set[ChunkId]) -> BackupResult:
+             keep_until_ns: int | None, session: str, known: KnownIds) -> BackupResult:
         self.up = Uploader(self.vault, self.machine_id, session, self.sealer, known, self.counters)
         try:
             root = self._trie_tree(b"", self._trie(targets))
             self.up.flush()
+            known.clear()  # every chunk is queued and sent: the commit's peak need not hold the vault's index too
             c = self.counters
             stats = BackupStats(
                 files=c.files, dirs=c.dirs, other=c.other, bytes_scanned=c.bytes_scanned, bytes_read=c.bytes_read,
@@ -354,7 +357,8 @@ class BackupEngine:
                 failed_files=len(self.failed), duration_s=round(self._clock.elapsed(), 3))
             meta = RecoveryPointMeta(self.hostname, targets, job_id, started, root)
             status = JobStatus.WARNINGS if self.failed else JobStatus.COMPLETED
-            rp = self.vault.commit(self.machine_id, session, root, status, stats, self.refs,
+            refs = self.refs.packed()
+            rp = self.vault.commit(self.machine_id, session, root, status, stats, refs,
                                    seal_meta(self.sealer, meta), keep_until_ns)
         except BaseException:
             self.up.close(drop=True)  # no upload may land after the session is gone
@@ -645,7 +649,7 @@ class BackupEngine:
                 self.store.put(full, FileState(before.st_size, before.st_mtime_ns, before.st_ctime_ns,
                                                before.st_ino, e.chunks, e.extents,
                                                (e.xattrs, e.acl_access, e.acl_default)))
-        self.refs.update(ChunkId(c) for c in e.chunks)
+        self.refs.update(e.chunks)
         if st.st_nlink > 1:
             e.link_id = len(self._links) + 1
             self._links[link_key] = (e.link_id, e.chunks, e.extents)

@@ -290,7 +290,7 @@ class RemoteVault(VaultHttp):
         return self.get(f"{self._m(machine_id)}/key").content
 
     def known_chunks(self, machine_id: MachineId) -> Iterable[ChunkId]:
-        return wire.split_ids(self.get(f"{self._m(machine_id)}/chunks").content)
+        return wire.sorted_ids(self.get(f"{self._m(machine_id)}/chunks").content)
 
     def begin_session(self, machine_id: MachineId) -> str:
         return str(self.post(f"{self._m(machine_id)}/sessions").json()["session"])
@@ -322,7 +322,7 @@ class RemoteVault(VaultHttp):
     def commit(self, machine_id: MachineId, session: str, root: ChunkId, status: JobStatus,
                stats: BackupStats, refs: Iterable[ChunkId], sealed_meta: bytes,
                keep_until_ns: int | None = None) -> RecoveryPoint:
-        body = wire.encode_commit(root, status, stats, list(refs), sealed_meta, keep_until_ns)
+        body = wire.encode_commit(root, status, stats, refs, sealed_meta, keep_until_ns)
         # Committing a session twice returns the first recovery point, so a lost answer may be retried.
         resp = self.post(f"{self._m(machine_id)}/sessions/{session}/commit", content=lambda: body,
                           headers={"Content-Type": wire.MSGPACK_MEDIA_TYPE})

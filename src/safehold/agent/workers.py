@@ -21,10 +21,11 @@ import msgspec
 
 from safehold.agent import fsmeta
 from safehold.agent.fileread import ChangedWhileRead, extents_of, open_for_read, read_small
+from safehold.agent.known import KnownIds
 from safehold.formats import chunks as chunkfmt
 from safehold.formats.chunks import Sealer
 from safehold.formats.keys import MachineKeys
-from safehold.model import CHUNK_DATA, ChunkId
+from safehold.model import CHUNK_DATA
 
 OK, FAILED, CHANGED, REPLACED = 0, 1, 2, 3
 SOCKET_BUFFER = 4 * 1024 * 1024
@@ -59,7 +60,7 @@ _jobs = msgspec.msgpack.Decoder(list[FileJob])
 _dones = msgspec.msgpack.Decoder(list[FileDone])
 
 
-def _one(job: FileJob, keys: MachineKeys, sealer: Sealer, known: set[ChunkId], seen: set[bytes]) -> FileDone:
+def _one(job: FileJob, keys: MachineKeys, sealer: Sealer, known: KnownIds, seen: set[bytes]) -> FileDone:
     read_start = time.time_ns()
     try:
         fd = open_for_read(job.path)
@@ -94,7 +95,7 @@ def _one(job: FileJob, keys: MachineKeys, sealer: Sealer, known: set[ChunkId], s
                     xattrs, acl_a, acl_d, cid, sealed)
 
 
-def _serve(conn: Connection, keys: MachineKeys, known: set[ChunkId]) -> None:
+def _serve(conn: Connection, keys: MachineKeys, known: KnownIds) -> None:
     sealer = Sealer(keys)
     seen: set[bytes] = set()
     while True:
@@ -109,7 +110,7 @@ class ContentPool:
     """`n` forked workers. `submit` sends a batch to the next worker in turn; `next_done` returns the answers of
     the oldest batch not yet collected. Create it before starting any thread: a fork copies only the caller."""
 
-    def __init__(self, keys: MachineKeys, known: set[ChunkId], n: int) -> None:
+    def __init__(self, keys: MachineKeys, known: KnownIds, n: int) -> None:
         self._conns: list[Connection] = []
         self._pids: list[int] = []
         self._order: collections.deque[int] = collections.deque()

@@ -6,6 +6,7 @@ packs without any key; the agent verifies each chunk with its key.
 
 from __future__ import annotations
 
+import io
 import struct
 
 import blake3
@@ -34,31 +35,31 @@ def pack_id(data: bytes | memoryview) -> PackId:
 class PackBuilder:
     """Accumulates sealed chunks; `finish()` returns the pack bytes and its entries.
 
-    The blobs are kept as they are and hashed as they come, so a pack is copied once (when it is joined)."""
+    Each blob is copied into one growing buffer as it comes (and hashed), so a finished pack is handed over
+    without a second copy: at its peak a pack takes its own size, not twice that."""
 
     def __init__(self) -> None:
-        self._parts: list[bytes] = [HEADER]
-        self._len = len(HEADER)
+        self._buf = io.BytesIO()
+        self._buf.write(HEADER)
         self._hash = blake3.blake3(HEADER)
         self.entries: list[PackEntry] = []
 
     def __len__(self) -> int:
-        return self._len
+        return self._buf.tell()
 
     def add(self, cid: ChunkId, kind: int, blob: bytes) -> None:
-        self.entries.append(PackEntry(cid, kind, self._len, len(blob)))
-        self._parts.append(blob)
+        self.entries.append(PackEntry(cid, kind, self._buf.tell(), len(blob)))
+        self._buf.write(blob)
         self._hash.update(blob)
-        self._len += len(blob)
 
     def finish(self, sealer: Sealer) -> tuple[PackId, bytes, list[PackEntry]]:
         listing = _enc.encode([(e.chunk_id, e.kind, e.offset, e.length) for e in self.entries])
         trailer = sealer.seal(TRAILER_KIND, TRAILER_ID, listing)
         tail = trailer + FOOTER.pack(len(trailer), MAGIC)
         self._hash.update(tail)
-        self._parts.append(tail)
-        data = b"".join(self._parts)
-        self._parts = []
+        self._buf.write(tail)
+        data = self._buf.getvalue()  # the buffer itself, trimmed: no copy
+        self._buf = io.BytesIO()
         return PackId(self._hash.hexdigest()), data, self.entries
 
 

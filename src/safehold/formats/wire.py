@@ -7,11 +7,13 @@ from __future__ import annotations
 import base64
 import math
 import struct
+from collections.abc import Iterable
 from dataclasses import asdict, fields
-from typing import Any
+from typing import Any, NoReturn
 
 import msgspec
 
+from safehold import model
 from safehold.errors import raise_error
 from safehold.model import (
     BackupStats,
@@ -20,6 +22,7 @@ from safehold.model import (
     JobRecord,
     JobStatus,
     MachineId,
+    PackedIds,
     PackEntry,
     PackId,
     RecoveryPoint,
@@ -42,7 +45,7 @@ LOCATION_SIZE = _LOCATION.size
 _STATS_FIELDS = frozenset(f.name for f in fields(BackupStats))
 
 
-def _bad(what: str) -> None:
+def _bad(what: str) -> NoReturn:
     raise_error("InvalidArgument", what=what)
 
 
@@ -72,13 +75,21 @@ def parse_entries(header: bytes) -> list[PackEntry]:
 # ---- id lists and locations ------------------------------------------------------------------------
 
 def join_ids(ids: list[ChunkId] | list[bytes]) -> bytes:
-    return b"".join(ids)
+    return model.join_ids(list(ids))
 
 
 def split_ids(data: bytes) -> list[ChunkId]:
     if len(data) % 32:
         _bad("an id list is not a whole number of 32-byte ids")
     return [ChunkId(data[i:i + 32]) for i in range(0, len(data), 32)]
+
+
+def sorted_ids(data: bytes) -> PackedIds:
+    """A vault's listing of ids in ascending order, kept as it came (no object per id)."""
+    try:
+        return PackedIds.verified(data)
+    except ValueError as exc:
+        _bad(str(exc))
 
 
 def location_record(cid: ChunkId, loc: ChunkLocation) -> bytes:
@@ -103,10 +114,10 @@ class Commit(msgspec.Struct, forbid_unknown_fields=True):
     keep_until_ns: int | None = None
 
 
-def encode_commit(root: ChunkId, status: JobStatus, stats: BackupStats, refs: list[ChunkId],
+def encode_commit(root: ChunkId, status: JobStatus, stats: BackupStats, refs: Iterable[ChunkId],
                   sealed_meta: bytes, keep_until_ns: int | None = None) -> bytes:
-    return msgspec.msgpack.encode(Commit(root, str(status), asdict(stats), sealed_meta, b"".join(refs),
-                                         keep_until_ns))
+    joined = refs.data if isinstance(refs, PackedIds) else model.join_ids(list(refs))
+    return msgspec.msgpack.encode(Commit(root, str(status), asdict(stats), sealed_meta, joined, keep_until_ns))
 
 
 def decode_commit(data: bytes) -> tuple[ChunkId, JobStatus, BackupStats, list[ChunkId], bytes, int | None]:
