@@ -62,6 +62,7 @@ from safehold.ports import VaultClient
 # sent, the vault's copy): 8 MiB packs made the mixed tree's first backup peak at 149-157 MiB instead of
 # 194-206 MiB with 16 MiB packs, at the same speed (3 alternating runs each).
 PACK_TARGET = 8 * 1024 * 1024
+PACK_SLACK = 256 * 1024  # room past the target in a data pack's buffer before it must grow
 META_KIND = 3
 META_ID = b"\0" * 32
 # A file whose ctime is within this window of the moment its read began could change again
@@ -161,12 +162,16 @@ class Uploader:
         self.vault, self.machine_id, self.session, self.sealer = vault, machine_id, session, sealer
         self.known = known
         self.counters = counters
-        self._packs = {CHUNK_DATA: PackBuilder(), CHUNK_TREE: PackBuilder()}
+        # Buffers of stored packs, handed back by the upload thread for the next data packs: a few buffers
+        # serve the whole backup (at most: one being filled, IN_FLIGHT queued, one being sent).
+        self._spare: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        self._packs = {CHUNK_DATA: self._data_pack(), CHUNK_TREE: PackBuilder()}
         self._batch: list[tuple[int, ChunkId, bytes | memoryview, bool]] = []  # (kind, id, data, sealed)
         self._batch_bytes = 0
         self._seal_q: queue.Queue[list[tuple[int, ChunkId, bytes | memoryview, bool]] | None] = queue.Queue(
             max(2, self.QUEUED_BYTES // self.BATCH_BYTES))
-        self._queue: queue.Queue[tuple[PackId, bytes, list[PackEntry]] | None] = queue.Queue(self.IN_FLIGHT)
+        self._queue: queue.Queue[tuple[PackId, memoryview, list[PackEntry], bytearray] | None] = \
+            queue.Queue(self.IN_FLIGHT)
         self._error: BaseException | None = None
         self._dropped = False  # the job failed: what is still queued is neither sealed nor sent
         self._sealing = threading.Thread(target=self._seal, name="seal", daemon=True)
@@ -211,10 +216,9 @@ class Uploader:
                 continue  # drain: after a failure nothing more is sealed
             try:
                 for kind, cid, data, sealed in batch:
-                    blob = bytes(data) if sealed else self.sealer.seal(kind, cid, data)
                     builder = self._packs[kind]
-                    builder.add(cid, kind, blob)
-                    self.counters.bytes_new_stored += len(blob)
+                    self.counters.bytes_new_stored += builder.add(cid, kind, data) if sealed \
+                        else builder.seal_in(cid, kind, data, self.sealer)
                     if len(builder) >= PACK_TARGET or len(builder.entries) >= MAX_PACK_ENTRIES:
                         self._finish_pack(kind)
             except BaseException as exc:  # handed to the backup thread, which raises it
@@ -227,21 +231,33 @@ class Uploader:
                 self._error = exc
         self._queue.put(None)
 
+    def _data_pack(self) -> PackBuilder:
+        try:
+            return PackBuilder(self._spare.get_nowait())
+        except queue.Empty:
+            return PackBuilder(bytearray(PACK_TARGET + PACK_SLACK))
+
     def _finish_pack(self, kind: int) -> None:
         builder = self._packs[kind]
         if builder.entries:
-            self._queue.put(builder.finish(self.sealer))
-            self._packs[kind] = PackBuilder()
+            self._queue.put((*builder.finish(self.sealer), builder.buffer))
+            self._packs[kind] = self._data_pack() if kind == CHUNK_DATA else PackBuilder()
 
     def _send(self) -> None:
         while (item := self._queue.get()) is not None:
+            pack_id, data, entries, buf = item
+            item = None
             if self._error is not None or self._dropped:
                 continue  # drain: after a failure nothing more is sent
             try:
-                self.vault.put_pack(self.machine_id, self.session, *item)
+                self.vault.put_pack(self.machine_id, self.session, pack_id, data, entries)
                 self.counters.packs_uploaded += 1
             except BaseException as exc:  # handed to the backup thread, which raises it
                 self._error = exc
+                continue
+            data.release()
+            if not _in_use(buf):  # the vault kept no view of it: the next data pack may fill it
+                self._spare.put(buf)
 
     def _check(self) -> None:
         if self._error is not None:
@@ -260,6 +276,16 @@ class Uploader:
             self._seal_q.put(None)
             self._sealing.join()
         self._thread.join()
+
+
+def _in_use(buf: bytearray) -> bool:
+    """Whether some view of `buf` is still alive (a buffer seen through a view cannot be resized)."""
+    try:
+        buf.append(0)
+        buf.pop()
+    except BufferError:
+        return True
+    return False
 
 
 def _code_for(exc: OSError, is_dir: bool = False) -> str:

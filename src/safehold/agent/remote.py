@@ -302,7 +302,7 @@ class RemoteVault(VaultHttp):
         resp = self.request("HEAD", f"{self._m(machine_id)}/packs/{pack_id}", ok=(200, 404))
         return resp is not None and resp.status_code == 200
 
-    def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes,
+    def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes | memoryview,
                  entries: list[PackEntry]) -> None:
         header = wire.pack_upload_header(entries)
         view = memoryview(data)

@@ -126,7 +126,7 @@ class PacedVault:
         if self._streams:
             inner.pace = pacer.before_send  # type: ignore[attr-defined]
 
-    def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes,
+    def put_pack(self, machine_id: MachineId, session: str, pack_id: PackId, data: bytes | memoryview,
                  entries: list[PackEntry]) -> None:
         if not self._streams:
             self.pacer.before_send(len(data))

@@ -80,14 +80,23 @@ class Sealer:
                 return True
         return False
 
-    def seal(self, kind: int, cid: bytes, data: bytes | memoryview) -> bytes:
+    def record(self, data: bytes | memoryview) -> bytes:
+        """What is encrypted: the compression id, then the data compressed (when that saves 1/32) or as it is."""
         body = self._zc.compress(data) if len(data) >= 64 and self._compressible(data) else b""
         if body and len(body) < len(data) - len(data) // 32:
-            plain = bytes((COMP_ZSTD,)) + body
-        else:
-            plain = bytes((COMP_NONE,)) + data  # one copy, from any buffer
+            return bytes((COMP_ZSTD,)) + body
+        return bytes((COMP_NONE,)) + data  # one copy, from any buffer
+
+    def seal_into(self, kind: int, cid: bytes, record: bytes, out: memoryview) -> None:
+        """Seal a `record` into `out`, which is exactly NONCE + len(record) + TAG bytes (a place in a pack)."""
         nonce = os.urandom(NONCE)
-        return nonce + self._aes.encrypt(nonce, plain, _aad(kind, cid))
+        out[:NONCE] = nonce
+        self._aes.encrypt_into(nonce, record, _aad(kind, cid), out[NONCE:])
+
+    def seal(self, kind: int, cid: bytes, data: bytes | memoryview) -> bytes:
+        record = self.record(data)
+        nonce = os.urandom(NONCE)
+        return nonce + self._aes.encrypt(nonce, record, _aad(kind, cid))
 
     def open(self, kind: int, cid: bytes, blob: bytes | memoryview, verify_id: bool = True) -> bytes:
         """Decrypt, decompress and verify that the plaintext hashes to `cid`; IntegrityError otherwise."""

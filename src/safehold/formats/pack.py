@@ -6,14 +6,13 @@ packs without any key; the agent verifies each chunk with its key.
 
 from __future__ import annotations
 
-import io
 import struct
 
 import blake3
 import msgspec
 
 from safehold.errors import raise_error
-from safehold.formats.chunks import Sealer
+from safehold.formats.chunks import NONCE, TAG, Sealer
 from safehold.model import ChunkId, PackEntry, PackId
 
 MAGIC = b"SHPK"
@@ -33,34 +32,61 @@ def pack_id(data: bytes | memoryview) -> PackId:
 
 
 class PackBuilder:
-    """Accumulates sealed chunks; `finish()` returns the pack bytes and its entries.
+    """Accumulates sealed chunks in one buffer; `finish()` returns the pack (a view of that buffer) and its
+    entries.
 
-    Each blob is copied into one growing buffer as it comes (and hashed), so a finished pack is handed over
-    without a second copy: at its peak a pack takes its own size, not twice that."""
+    Chunks are sealed straight into the buffer (`seal_in`) or copied in once (`add`), and hashed as they come.
+    The buffer may be one a finished pack used before (`buffer`, once that pack is stored and its view
+    released): a backup then reuses a few buffers instead of touching fresh memory for every pack."""
 
-    def __init__(self) -> None:
-        self._buf = io.BytesIO()
-        self._buf.write(HEADER)
-        self._hash = blake3.blake3(HEADER)
+    def __init__(self, buf: bytearray | None = None) -> None:
+        self._buf = buf if buf is not None else bytearray()
+        self._len = 0
+        self._hash = blake3.blake3()
         self.entries: list[PackEntry] = []
+        self._put(HEADER)
 
     def __len__(self) -> int:
-        return self._buf.tell()
+        return self._len
 
-    def add(self, cid: ChunkId, kind: int, blob: bytes) -> None:
-        self.entries.append(PackEntry(cid, kind, self._buf.tell(), len(blob)))
-        self._buf.write(blob)
-        self._hash.update(blob)
+    @property
+    def buffer(self) -> bytearray:
+        return self._buf
 
-    def finish(self, sealer: Sealer) -> tuple[PackId, bytes, list[PackEntry]]:
+    def _reserve(self, n: int) -> int:
+        at = self._len
+        if at + n > len(self._buf):
+            self._buf.extend(bytes(max(at + n - len(self._buf), len(self._buf) // 2, 1 << 16)))
+        self._len = at + n
+        return at
+
+    def _put(self, data: bytes | memoryview) -> int:
+        at = self._reserve(len(data))
+        self._buf[at:at + len(data)] = data
+        self._hash.update(data)
+        return at
+
+    def add(self, cid: ChunkId, kind: int, blob: bytes | memoryview) -> int:
+        """Copy in a chunk sealed elsewhere; its stored length."""
+        self.entries.append(PackEntry(cid, kind, self._put(blob), len(blob)))
+        return len(blob)
+
+    def seal_in(self, cid: ChunkId, kind: int, data: bytes | memoryview, sealer: Sealer) -> int:
+        """Compress and encrypt a chunk into the pack itself; its stored length."""
+        record = sealer.record(data)
+        n = NONCE + len(record) + TAG
+        at = self._reserve(n)
+        with memoryview(self._buf)[at:at + n] as out:
+            sealer.seal_into(kind, cid, record, out)
+            self._hash.update(out)
+        self.entries.append(PackEntry(cid, kind, at, n))
+        return n
+
+    def finish(self, sealer: Sealer) -> tuple[PackId, memoryview, list[PackEntry]]:
         listing = _enc.encode([(e.chunk_id, e.kind, e.offset, e.length) for e in self.entries])
         trailer = sealer.seal(TRAILER_KIND, TRAILER_ID, listing)
-        tail = trailer + FOOTER.pack(len(trailer), MAGIC)
-        self._hash.update(tail)
-        self._buf.write(tail)
-        data = self._buf.getvalue()  # the buffer itself, trimmed: no copy
-        self._buf = io.BytesIO()
-        return PackId(self._hash.hexdigest()), data, self.entries
+        self._put(trailer + FOOTER.pack(len(trailer), MAGIC))
+        return PackId(self._hash.hexdigest()), memoryview(self._buf)[:self._len], self.entries
 
 
 def repack(chunks: list[tuple[ChunkId, int, bytes | memoryview]]) -> tuple[PackId, bytes, list[PackEntry]]:
