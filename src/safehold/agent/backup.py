@@ -62,7 +62,6 @@ from safehold.ports import VaultClient
 # sent, the vault's copy): 8 MiB packs made the mixed tree's first backup peak at 149-157 MiB instead of
 # 194-206 MiB with 16 MiB packs, at the same speed (3 alternating runs each).
 PACK_TARGET = 8 * 1024 * 1024
-PACK_SLACK = 256 * 1024  # room past the target in a data pack's buffer before it must grow
 META_KIND = 3
 META_ID = b"\0" * 32
 # A file whose ctime is within this window of the moment its read began could change again
@@ -235,7 +234,7 @@ class Uploader:
         try:
             return PackBuilder(self._spare.get_nowait())
         except queue.Empty:
-            return PackBuilder(bytearray(PACK_TARGET + PACK_SLACK))
+            return PackBuilder()  # grows as chunks come: a small backup touches little memory
 
     def _finish_pack(self, kind: int) -> None:
         builder = self._packs[kind]
