@@ -232,9 +232,9 @@ class Uploader:
 
     def _data_pack(self) -> PackBuilder:
         try:
-            return PackBuilder(self._spare.get_nowait())
+            return PackBuilder(self._spare.get_nowait(), hint=PACK_TARGET)
         except queue.Empty:
-            return PackBuilder()  # grows as chunks come: a small backup touches little memory
+            return PackBuilder(hint=PACK_TARGET)  # grows as chunks come: a small backup touches little memory
 
     def _finish_pack(self, kind: int) -> None:
         builder = self._packs[kind]
@@ -280,8 +280,7 @@ class Uploader:
 def _in_use(buf: bytearray) -> bool:
     """Whether some view of `buf` is still alive (a buffer seen through a view cannot be resized)."""
     try:
-        buf.append(0)
-        buf.pop()
+        buf.append(buf.pop())  # shrinking by a byte and back: no reallocation, and BufferError while in view
     except BufferError:
         return True
     return False

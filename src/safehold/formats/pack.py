@@ -39,8 +39,11 @@ class PackBuilder:
     The buffer may be one a finished pack used before (`buffer`, once that pack is stored and its view
     released): a backup then reuses a few buffers instead of touching fresh memory for every pack."""
 
-    def __init__(self, buf: bytearray | None = None) -> None:
+    def __init__(self, buf: bytearray | None = None, hint: int = 0) -> None:
+        """`buf`: a buffer to fill (from a stored pack); `hint`: the size the pack is expected to reach, which
+        growth stops at until a chunk needs more."""
         self._buf = buf if buf is not None else bytearray()
+        self._hint = hint
         self._len = 0
         self._hash = blake3.blake3()
         self.entries: list[PackEntry] = []
@@ -55,8 +58,12 @@ class PackBuilder:
 
     def _reserve(self, n: int) -> int:
         at = self._len
-        if at + n > len(self._buf):
-            self._buf.extend(bytes(max(at + n - len(self._buf), len(self._buf) // 2, 1 << 16)))
+        need = at + n
+        if need > len(self._buf):
+            grown = max(len(self._buf) * 3 // 2, 1 << 16)
+            if need <= self._hint:
+                grown = min(grown, self._hint)
+            self._buf.extend(bytes(max(grown, need) - len(self._buf)))
         self._len = at + n
         return at
 
