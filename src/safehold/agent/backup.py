@@ -154,7 +154,7 @@ class Uploader:
     IN_FLIGHT = 1
     BATCH_BYTES = 2 * 1024 * 1024  # plaintext handed to the seal thread at once: one lock round per batch
     BATCH_ITEMS = 512
-    QUEUED_BYTES = 8 * 1024 * 1024
+    QUEUED_BYTES = 4 * 1024 * 1024
 
     def __init__(self, vault: VaultClient, machine_id: MachineId, session: str, sealer: Sealer,
                  known: KnownIds, counters: Counters) -> None:
