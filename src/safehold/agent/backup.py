@@ -254,9 +254,10 @@ class Uploader:
             except BaseException as exc:  # handed to the backup thread, which raises it
                 self._error = exc
                 continue
-            data.release()
-            if not _in_use(buf):  # the vault kept no view of it: the next data pack may fill it
-                self._spare.put(buf)
+            with contextlib.suppress(BufferError):  # still seen by the vault: the buffer is left to it
+                data.release()
+                if not _in_use(buf):  # nobody sees it any more: the next data pack may fill it
+                    self._spare.put(buf)
 
     def _check(self) -> None:
         if self._error is not None:

@@ -30,8 +30,13 @@ class RefLog:
             self._fold()
 
     def update(self, ids: Iterable[bytes]) -> None:
+        records = self._records
         for cid in ids:
-            self.add(cid)
+            if len(cid) != ID_SIZE:
+                raise ValueError("a chunk id is 32 bytes")
+            records += cid
+        if len(records) >= self._next_fold:
+            self._fold()
 
     def __len__(self) -> int:
         """Records held (distinct after `packed`)."""
