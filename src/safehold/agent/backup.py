@@ -68,7 +68,7 @@ META_ID = b"\0" * 32
 # within the same timestamp tick (coarse kernel clocks: up to 10 ms) without its stat changing; such a
 # file is read again next time instead of being trusted from the checksum store, as git does.
 RACY_NS = 100 * 10**6
-READ_BLOCK = 4 * 1024 * 1024  # large files are read and cut in blocks of this size
+READ_BLOCK = 2 * 1024 * 1024  # large files are read and cut in blocks of this size
 BATCH_FILES = 64  # small files handed to a content worker at once ...
 BATCH_BYTES = 2 * 1024 * 1024  # ... or this much of their data
 MAX_WORKERS = 4
