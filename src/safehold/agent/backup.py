@@ -160,6 +160,7 @@ class Uploader:
                  known: KnownIds, counters: Counters) -> None:
         self.vault, self.machine_id, self.session, self.sealer = vault, machine_id, session, sealer
         self.known = known
+        self._added = known.added  # asked first: a plain set lookup, and on a first backup the only one
         self.counters = counters
         # Buffers of stored packs, handed back by the upload thread for the next data packs: a few buffers
         # serve the whole backup (at most: one being filled, IN_FLIGHT queued, one being sent).
@@ -180,9 +181,9 @@ class Uploader:
 
     def add(self, kind: int, cid: ChunkId, data: bytes | memoryview, owned: bool = False) -> None:
         """Queue a chunk unless known; `owned`: nobody writes to `data`'s buffer again, so it needs no copy."""
-        if cid in self.known:
+        if cid in self._added or (self.known.listed and cid in self.known):
             return
-        self.known.add(cid)
+        self._added.add(cid)
         self.counters.chunks_new += 1
         # the seal thread reads this later: a buffer that may be reused is copied
         self._batch.append((kind, cid, data if owned or isinstance(data, bytes) else bytes(data), False))
@@ -192,11 +193,11 @@ class Uploader:
 
     def add_sealed(self, cid: ChunkId, sealed: bytes | None, plain_len: int) -> None:
         """A chunk a content worker read and sealed; None when the worker knew it was not new."""
-        if cid in self.known:
+        if cid in self._added or (self.known.listed and cid in self.known):
             return
         if sealed is None:
             raise RuntimeError("a content worker left out the data of a new chunk")
-        self.known.add(cid)
+        self._added.add(cid)
         self.counters.chunks_new += 1
         self._batch.append((CHUNK_DATA, cid, sealed, True))
         self._batch_bytes += plain_len

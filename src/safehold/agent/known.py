@@ -28,12 +28,12 @@ def _bucket_bits(n: int) -> int:
 
 
 class KnownIds:
-    __slots__ = ("_added", "_data", "_shift", "_starts")
+    __slots__ = ("_data", "_shift", "_starts", "added", "listed")
 
     def __init__(self, ids: Iterable[bytes] = ()) -> None:
         """`ids`: distinct ids, best in ascending order (as the vault lists them); any other order is sorted
         here, at the cost of an object per id for a moment."""
-        self._added: set[bytes] = set()
+        self.added: set[bytes] = set()  # ids this job added: callers may ask this set first, at C speed
         if isinstance(ids, PackedIds):
             self._data = ids.data
             self._index()
@@ -57,6 +57,7 @@ class KnownIds:
     def _index(self) -> None:
         data = self._data
         n = len(data) // ID_SIZE
+        self.listed = n > 0  # whether the vault listed any id (a first backup: none)
         bits = _bucket_bits(n)
         self._shift = PREFIX_BITS - bits
         counts = [0] * ((1 << bits) + 1)
@@ -69,7 +70,7 @@ class KnownIds:
     def __contains__(self, cid: object) -> bool:
         if not isinstance(cid, bytes):
             return False
-        if cid in self._added:
+        if cid in self.added:
             return True
         data = self._data
         if not data:  # a first backup: nothing known before it
@@ -87,12 +88,12 @@ class KnownIds:
 
     def add(self, cid: bytes) -> None:
         """Count `cid` as known from now on (the caller asked first: it is not among the vault's)."""
-        self._added.add(cid)
+        self.added.add(cid)
 
     def __len__(self) -> int:
-        return len(self._data) // ID_SIZE + len(self._added)
+        return len(self._data) // ID_SIZE + len(self.added)
 
     def clear(self) -> None:
         self._data = b""
-        self._added = set()
+        self.added.clear()
         self._index()

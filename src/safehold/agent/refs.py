@@ -23,10 +23,11 @@ class RefLog:
         self._next_fold = FOLD_FROM
 
     def add(self, cid: ChunkId | bytes) -> None:
+        records = self._records
         if len(cid) != ID_SIZE:
             raise ValueError("a chunk id is 32 bytes")
-        self._records += cid
-        if len(self._records) >= self._next_fold:
+        records += cid
+        if len(records) >= self._next_fold:
             self._fold()
 
     def update(self, ids: Iterable[bytes]) -> None:

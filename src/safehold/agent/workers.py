@@ -88,7 +88,7 @@ def _one(job: FileJob, keys: MachineKeys, sealer: Sealer, known: KnownIds, seen:
     cid = sealed = None
     if data is not None:
         cid = chunkfmt.chunk_id(keys, data)
-        if cid not in known and cid not in seen:
+        if cid not in seen and not (known.listed and cid in known):
             sealed = sealer.seal(CHUNK_DATA, cid, data)
             seen.add(cid)
     return FileDone(job.token, OK, before.st_size, before.st_mtime_ns, before.st_ctime_ns, read_start, extents,
