@@ -9,7 +9,7 @@ import enum
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import NewType
+from typing import NamedTuple, NewType
 
 ChunkId = NewType("ChunkId", bytes)  # 32-byte keyed BLAKE3 of a chunk's plaintext
 PackId = NewType("PackId", str)  # 64 hex digits: BLAKE3 of the pack's bytes
@@ -114,8 +114,9 @@ class MachineInfo:
     agent_version: str
 
 
-@dataclass(frozen=True)
-class ChunkLocation:
+class ChunkLocation(NamedTuple):
+    """Where a chunk lies: a tuple, because a restore holds one per chunk (cheap to build, 72 bytes)."""
+
     pack_id: PackId
     offset: int
     length: int

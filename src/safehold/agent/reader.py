@@ -6,6 +6,7 @@ Used by restore, check and the checksum-store rebuild. Groups reads by pack and 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import cast
 
 from safehold.errors import SafeholdError, raise_error
 from safehold.formats import tree
@@ -29,7 +30,7 @@ class ChunkReader:
         self.vault = vault
         self.machine_id = machine_id
         self.sealer = sealer
-        self._loc: dict[ChunkId, ChunkLocation] = {}
+        self._loc: dict[bytes, ChunkLocation] = {}
         self._sizes: dict[PackId, int] | None = None
         self._windows: dict[int, tuple[PackId, int, bytes]] = {}  # per kind: pack, start, bytes
 
@@ -62,24 +63,30 @@ class ChunkReader:
         return data[loc.offset - start:loc.offset - start + length]
 
     def preload(self, ids: Iterable[bytes]) -> None:
-        missing = [ChunkId(i) for i in ids if i not in self._loc]
+        loc = self._loc
+        missing = [ChunkId(i) for i in ids if i not in loc]
         if missing:
-            self._loc.update(self.vault.locate(self.machine_id, missing))
+            loc.update(cast("dict[bytes, ChunkLocation]", self.vault.locate(self.machine_id, missing)))
 
     def location(self, cid: bytes) -> ChunkLocation:
-        loc = self._loc.get(ChunkId(cid))
+        loc = self._loc.get(cid)
         if loc is None:
             self.preload([cid])
-            loc = self._loc.get(ChunkId(cid))
+            loc = self._loc.get(cid)
             if loc is None:
                 raise_error("ChunkMissing", chunk=cid.hex()[:16])
         return loc
 
     def read(self, cid: bytes, kind: int) -> bytes:
-        loc = self.location(cid)
-        if loc.kind != kind:
+        loc = self._loc.get(cid) or self.location(cid)
+        pack_id, offset, length, loc_kind = loc
+        if loc_kind != kind:
             raise_error("IntegrityError", what=f"chunk {cid.hex()[:16]} has the wrong kind in the index")
-        return self.sealer.open(kind, cid, self._range(loc, loc.length))
+        win = self._windows.get(kind)  # _range's first case, written out: most small files are read from it
+        if win is not None and win[0] == pack_id and win[1] <= offset and offset + length <= win[1] + len(win[2]):
+            start = offset - win[1]
+            return self.sealer.open(kind, cid, win[2][start:start + length])
+        return self.sealer.open(kind, cid, self._range(loc, length))
 
     def read_many(self, ids: list[bytes], kind: int) -> Iterator[bytes]:
         """Chunks in the order given, reading adjacent chunks of one pack in one request."""
