@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fnmatch
+import hashlib
 import os
 import queue
 import signal
@@ -75,6 +76,23 @@ MAX_WORKERS = 4
 WINDOW_PER_WORKER = 2  # batches a worker may have waiting: enough to keep it busy, few entries held
 
 
+_sig_enc = msgspec.msgpack.Encoder()
+_tree_dec = msgspec.msgpack.Decoder(tree.Tree)
+
+
+def _signature(kept: list[tuple[bytes, os.stat_result]]) -> bytes | None:
+    """What the walk saw in a folder, as its checksum-store record keeps it (docs/format.md); None when the
+    folder may not be recorded: a file in it has several links, or an item changed too recently to trust."""
+    horizon = time.time_ns() - RACY_NS
+    rows = []
+    for name, st in kept:
+        if st.st_ctime_ns > horizon or (st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode)):
+            return None
+        rows.append((name, st.st_mode, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                     st.st_uid, st.st_gid, st.st_rdev))
+    return hashlib.blake2b(_sig_enc.encode(rows), digest_size=16).digest()
+
+
 # Path components leading to the backed-up targets; None marks a target (everything below it).
 Trie: TypeAlias = dict[bytes, "Trie | None"]
 
@@ -82,15 +100,18 @@ Trie: TypeAlias = dict[bytes, "Trie | None"]
 class _Folder:
     """A folder being walked: its entries, and how many of them still wait for a worker or a subfolder."""
 
-    __slots__ = ("cid", "closed", "entries", "entry", "parent", "waiting")
+    __slots__ = ("cid", "closed", "entries", "entry", "expected", "parent", "path", "sig", "waiting")
 
-    def __init__(self, parent: _Folder | None, entry: Entry | None) -> None:
+    def __init__(self, parent: _Folder | None, entry: Entry | None, path: bytes = b"") -> None:
         self.entries: list[Entry | None] = []
         self.waiting = 0
         self.closed = False
         self.parent = parent
         self.entry = entry  # the parent's entry whose subtree this folder is
         self.cid: ChunkId | None = None
+        self.path = path
+        self.sig: bytes | None = None  # the signature to record with its tree (None: record none)
+        self.expected = 0  # items the walk kept: the tree is recorded only if every one has its entry
 
 
 @dataclass
@@ -458,7 +479,11 @@ class BackupEngine:
     def _settle(self, folder: _Folder | None) -> None:
         """Encode every closed folder whose entries are all complete, then its parent's, and so on up."""
         while folder is not None and folder.closed and folder.waiting == 0 and folder.cid is None:
-            folder.cid = self._put_tree([e for e in folder.entries if e is not None])
+            entries = [e for e in folder.entries if e is not None]
+            data = tree.encode(entries)
+            folder.cid = self._put_tree_data(data)
+            if folder.sig is not None and len(entries) == folder.expected:
+                self.store.put_tree(folder.path, folder.sig, data)
             folder.entries = []
             if folder.entry is not None:
                 folder.entry.subtree = folder.cid
@@ -542,7 +567,9 @@ class BackupEngine:
         self.events(item)
 
     def _put_tree(self, entries: list[Entry]) -> ChunkId:
-        data = tree.encode(entries)
+        return self._put_tree_data(tree.encode(entries))
+
+    def _put_tree_data(self, data: bytes) -> ChunkId:
         cid = chunkfmt.chunk_id(self.keys, data, CHUNK_TREE)
         self.up.add(CHUNK_TREE, cid, data)
         self.refs.add(cid)
@@ -550,28 +577,76 @@ class BackupEngine:
 
     def _dir(self, fd: int, path: bytes, parent: _Folder | None = None, entry: Entry | None = None) -> _Folder:
         """Walk one folder. Its tree is stored once the content workers answered for its files (at once when
-        none are waited for); then `entry.subtree` is set and `parent` is told."""
+        none are waited for); then `entry.subtree` is set and `parent` is told. A folder whose signature
+        matches its record in the checksum store takes its entries from the recorded tree."""
         with os.scandir(fd) as it:
             items = sorted((os.fsencode(d.name), d) for d in it)
-        known = self.store.folder(path)
-        folder = _Folder(parent, entry)
+        folder = _Folder(parent, entry, path)
         if parent is not None:
             parent.waiting += 1
+        kept: list[tuple[bytes, os.stat_result]] = []
+        whole = True  # every item stat'ed
         for name, d in items:
-            full = path + b"/" + name
             try:
                 st = d.stat(follow_symlinks=False)
             except OSError as exc:
-                self._fail(full, _code_for(exc), exc.strerror or str(exc))
+                self._fail(path + b"/" + name, _code_for(exc), exc.strerror or str(exc))
+                whole = False
                 continue
-            if self._excluded(full, name):
+            if self.excludes and self._excluded(path + b"/" + name, name):
                 continue
+            kept.append((name, st))
+        sig = _signature(kept) if whole else None
+        if sig is not None:
+            record = self.store.tree(path)
+            if record is not None and record[0] == sig and self._reuse(fd, path, folder, kept, record[1]):
+                folder.closed = True
+                self._settle(folder)
+                return folder
+        folder.sig, folder.expected = sig, len(kept)
+        known = self.store.folder(path)
+        for name, st in kept:
             e = self._entry(fd, path, name, st, known, folder)
             if e is not None:
                 folder.entries.append(e)
         folder.closed = True
         self._settle(folder)
         return folder
+
+    def _reuse(self, fd: int, path: bytes, folder: _Folder, kept: list[tuple[bytes, os.stat_result]],
+               data: bytes) -> bool:
+        """Take `folder`'s entries from its recorded tree `data`, walking its subfolders again; False (nothing
+        done) when the record does not fit or a chunk of a file in it is no longer in the vault."""
+        try:
+            entries: list[Entry | None] = list(_tree_dec.decode(data).entries)
+        except msgspec.DecodeError:
+            return False
+        if len(entries) != len(kept):
+            return False
+        known = self.up.known
+        for e, (name, _) in zip(entries, kept, strict=True):
+            assert e is not None
+            if e.name != name:
+                return False
+            if e.chunks and not all(c in known for c in e.chunks):
+                return False
+        c = self.counters
+        for i, (name, st) in enumerate(kept):
+            e = entries[i]
+            assert e is not None
+            if e.type == tree.DIR:
+                entries[i] = self._entry(fd, path, name, st, None, folder)  # appended in order: a slot of its own
+            elif e.type == tree.FILE:
+                c.files += 1
+                c.bytes_scanned += e.size
+                self._done += e.size
+                if e.chunks:
+                    self.refs.update(e.chunks)
+            else:
+                c.other += 1
+        folder.entries = entries
+        self._progress()
+        return True
 
     def _entry(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result,
                known: dict[bytes, FileRow] | None, folder: _Folder) -> Entry | None:

@@ -1,8 +1,10 @@
 """The checksum store in the cache folder: per path, what the file looked like and the chunks it became.
 
 A file whose size, mtime, ctime and inode match is not read again. SQLite, keyed by (folder, name) so that
-one query answers a whole folder; writes go in batches. A damaged store is replaced and rebuilt from the
-last recovery point by the backup engine (SalChecksumStoreInitializationFailed).
+one query answers a whole folder; writes go in batches. Per folder, the tree last stored for it and a
+signature of the items the walk saw (docs/format.md, "Checksum store"): an unchanged folder is taken whole.
+A damaged store is replaced and rebuilt from the last recovery point by the backup engine
+(SalChecksumStoreInitializationFailed).
 """
 
 from __future__ import annotations
@@ -65,16 +67,21 @@ class ChecksumStore:
             meta = dict(self._db.execute("SELECT k, v FROM meta").fetchall())
             if meta.get("schema") != str(SCHEMA):
                 self._db.execute("DROP TABLE IF EXISTS files")
+                self._db.execute("DROP TABLE IF EXISTS trees")
             self._db.execute("CREATE TABLE IF NOT EXISTS files (dir BLOB, name BLOB, size INTEGER, "
                              "mtime INTEGER, ctime INTEGER, inode INTEGER, chunks BLOB, extents BLOB, xattrs BLOB, "
                              "PRIMARY KEY (dir, name)) WITHOUT ROWID")
+            self._db.execute("CREATE TABLE IF NOT EXISTS trees (dir BLOB PRIMARY KEY, sig BLOB, tree BLOB) "
+                             "WITHOUT ROWID")
             self._db.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreDamaged(str(exc)) from exc
         if meta.get("key_id") not in (None, key_id):
             self._db.execute("DELETE FROM files")
+            self._db.execute("DELETE FROM trees")
             meta = {}
         self._pending: list[tuple[bytes, bytes, int, int, int, int, bytes, bytes, bytes]] = []
+        self._pending_trees: list[tuple[bytes, bytes, bytes]] = []
         self.empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('key_id', ?)", (str(SCHEMA), key_id))
         self._db.execute("BEGIN")
@@ -116,10 +123,23 @@ class ChecksumStore:
         if len(self._pending) >= PUT_BATCH:
             self._write_pending()
 
+    def tree(self, folder: bytes) -> tuple[bytes, bytes] | None:
+        """The signature and tree recorded for `folder` by the last backup that stored it, if any."""
+        row = self._db.execute("SELECT sig, tree FROM trees WHERE dir = ?", (folder,)).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]))
+
+    def put_tree(self, folder: bytes, sig: bytes, data: bytes) -> None:
+        self._pending_trees.append((folder, sig, data))
+        if len(self._pending_trees) >= PUT_BATCH // 8:
+            self._write_pending()
+
     def _write_pending(self) -> None:
         if self._pending:
             self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
             self._pending = []
+        if self._pending_trees:
+            self._db.executemany("INSERT OR REPLACE INTO trees VALUES (?, ?, ?)", self._pending_trees)
+            self._pending_trees = []
 
     def commit(self, last_rp: str) -> None:
         self._write_pending()
@@ -129,6 +149,7 @@ class ChecksumStore:
 
     def close(self) -> None:
         self._pending = []  # never committed: the job that wrote them did not end
+        self._pending_trees = []
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         self._db.close()
