@@ -580,7 +580,7 @@ class BackupEngine:
         none are waited for); then `entry.subtree` is set and `parent` is told. A folder whose signature
         matches its record in the checksum store takes its entries from the recorded tree."""
         with os.scandir(fd) as it:
-            items = sorted((os.fsencode(d.name), d) for d in it)
+            items = sorted((d.name.encode("utf-8", "surrogateescape"), d) for d in it)  # os.fsencode, inline
         folder = _Folder(parent, entry, path)
         if parent is not None:
             parent.waiting += 1
@@ -631,6 +631,7 @@ class BackupEngine:
             if e.chunks and not all(c in known for c in e.chunks):
                 return False
         c = self.counters
+        ids: list[bytes] = []
         for i, (name, st) in enumerate(kept):
             e = entries[i]
             assert e is not None
@@ -641,9 +642,10 @@ class BackupEngine:
                 c.bytes_scanned += e.size
                 self._done += e.size
                 if e.chunks:
-                    self.refs.update(e.chunks)
+                    ids += e.chunks
             else:
                 c.other += 1
+        self.refs.extend(ids)
         folder.entries = entries
         self._progress()
         return True

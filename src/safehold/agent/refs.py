@@ -39,6 +39,14 @@ class RefLog:
         if len(records) >= self._next_fold:
             self._fold()
 
+    def extend(self, ids: list[bytes]) -> None:
+        """`update` for a list, joined at C speed."""
+        if ids and set(map(len, ids)) != {ID_SIZE}:
+            raise ValueError("a chunk id is 32 bytes")
+        self._records += b"".join(ids)
+        if len(self._records) >= self._next_fold:
+            self._fold()
+
     def __len__(self) -> int:
         """Records held (distinct after `packed`)."""
         return len(self._records) // ID_SIZE
