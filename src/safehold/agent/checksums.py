@@ -25,6 +25,7 @@ _dec_xattrs = msgspec.msgpack.Decoder(tuple[list[tuple[bytes, bytes]] | None, by
 # 1 was keyed by the full path, 2 had no xattrs; such a store is dropped and rebuilt from the last recovery point
 SCHEMA = 3
 PUT_BATCH = 2000
+PUT_TREE_BYTES = 1024 * 1024  # folder records held before they are written
 
 
 class StoreDamaged(Exception):
@@ -82,6 +83,7 @@ class ChecksumStore:
             meta = {}
         self._pending: list[tuple[bytes, bytes, int, int, int, int, bytes, bytes, bytes]] = []
         self._pending_trees: list[tuple[bytes, bytes, bytes]] = []
+        self._pending_tree_bytes = 0
         self.empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('key_id', ?)", (str(SCHEMA), key_id))
         self._db.execute("BEGIN")
@@ -130,7 +132,8 @@ class ChecksumStore:
 
     def put_tree(self, folder: bytes, sig: bytes, data: bytes) -> None:
         self._pending_trees.append((folder, sig, data))
-        if len(self._pending_trees) >= PUT_BATCH // 8:
+        self._pending_tree_bytes += len(data)
+        if self._pending_tree_bytes >= PUT_TREE_BYTES:  # trees of big folders are big: held by size, not count
             self._write_pending()
 
     def _write_pending(self) -> None:
@@ -140,6 +143,7 @@ class ChecksumStore:
         if self._pending_trees:
             self._db.executemany("INSERT OR REPLACE INTO trees VALUES (?, ?, ?)", self._pending_trees)
             self._pending_trees = []
+            self._pending_tree_bytes = 0
 
     def commit(self, last_rp: str) -> None:
         self._write_pending()
@@ -150,6 +154,7 @@ class ChecksumStore:
     def close(self) -> None:
         self._pending = []  # never committed: the job that wrote them did not end
         self._pending_trees = []
+        self._pending_tree_bytes = 0
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         self._db.close()
