@@ -63,6 +63,8 @@ def main() -> None:
     a = ap.parse_args()
     limit = a.max_rss if a.max_rss is not None else bound_mib(a.count)
     safehold_rss = 0.0
+    if a.work is not None:
+        Path(a.work).mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="safehold-million-", dir=a.work))
     if tools.REPO in work.resolve().parents:
         raise SystemExit("the work folder must be outside the repository")
