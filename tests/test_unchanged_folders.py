@@ -20,9 +20,13 @@ from fidelity import diff_snapshots, snapshot
 NO_DAC = ("setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all")
 
 
+def _registration(cli: Cli) -> dict:
+    reg: dict = json.loads((cli.home / "registration.json").read_text())
+    return reg
+
+
 def _store(cli: Cli) -> Path:
-    reg = json.loads((cli.home / "registration.json").read_text())
-    return Path(reg["cache_folder"]) / "checksums.sqlite"
+    return Path(_registration(cli)["cache_folder"]) / "checksums.sqlite"
 
 
 def _records(cli: Cli) -> set[bytes]:
@@ -31,15 +35,16 @@ def _records(cli: Cli) -> set[bytes]:
 
 
 def _roots(tmp_path: Path, cli: Cli) -> list[bytes]:
-    reg = json.loads((cli.home / "registration.json").read_text())
     svc = VaultService.open_folder(tmp_path / "vault")
     try:
-        return [rp.root for rp in svc.recovery_points(MachineId(reg["machine_id"]))]
+        return [rp.root for rp in svc.recovery_points(MachineId(_registration(cli)["machine_id"]))]
     finally:
         svc.close()
 
 
-def _tree(src: Path) -> None:
+def _tree(tmp_path: Path) -> Path:
+    """A source folder in `tmp_path` with a bit of everything, in folders of its own; returns it."""
+    src = tmp_path / "src"
     for d in ("a/deep/er", "b", "c", "d", "e"):
         (src / d).mkdir(parents=True)
     for i in range(5):
@@ -52,6 +57,7 @@ def _tree(src: Path) -> None:
     (src / "c" / "empty").write_bytes(b"")
     os.mkfifo(src / "c" / "pipe")
     (src / "top.txt").write_text("top\n")
+    return src
 
 
 def _backup(cli: Cli, src: Path) -> dict:
@@ -66,9 +72,7 @@ def _restores_as_source(cli: Cli, tmp_path: Path, src: Path, rp: str, name: str)
 
 
 def test_unchanged_folders_are_taken_from_their_records(registered: Cli, tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    _tree(src)
+    src = _tree(tmp_path)
     first = _backup(registered, src)
     folders = {bytes(src) + p for p in (b"", b"/a", b"/a/deep", b"/a/deep/er", b"/b", b"/c", b"/d", b"/e")}
     assert folders <= _records(registered), "every folder walked without trouble gets a record"
@@ -80,9 +84,7 @@ def test_unchanged_folders_are_taken_from_their_records(registered: Cli, tmp_pat
 
 
 def test_every_kind_of_change_inside_a_recorded_folder_is_seen(registered: Cli, tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    _tree(src)
+    src = _tree(tmp_path)
     _backup(registered, src)
     _backup(registered, src)  # taken from the records
     a, b, c = src / "a", src / "b", src / "c"
@@ -114,17 +116,14 @@ def test_every_kind_of_change_inside_a_recorded_folder_is_seen(registered: Cli, 
 
 
 def test_a_chunk_gone_from_the_vault_makes_its_folder_read_again(registered: Cli, tmp_path: Path) -> None:
-    src = tmp_path / "src"
-    src.mkdir()
-    _tree(src)
+    src = _tree(tmp_path)
     _backup(registered, src)
     with sqlite3.connect(_store(registered)) as db:
         (raw,) = db.execute("SELECT chunks FROM files WHERE name = ?", (b"g3",)).fetchone()
     gone = msgspec.msgpack.decode(raw, type=list[bytes])
-    reg = json.loads((registered.home / "registration.json").read_text())
     svc = VaultService.open_folder(tmp_path / "vault")
     try:
-        assert svc.forget_chunks(MachineId(reg["machine_id"]), [ChunkId(c) for c in gone]) == 1
+        assert svc.forget_chunks(MachineId(_registration(registered)["machine_id"]), [ChunkId(c) for c in gone]) == 1
     finally:
         svc.close()
     second = _backup(registered, src)

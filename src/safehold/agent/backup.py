@@ -618,26 +618,25 @@ class BackupEngine:
         """Take `folder`'s entries from its recorded tree `data`, walking its subfolders again; False (nothing
         done) when the record does not fit or a chunk of a file in it is no longer in the vault."""
         try:
-            entries: list[Entry | None] = list(_tree_dec.decode(data).entries)
+            recorded = _tree_dec.decode(data).entries
         except msgspec.DecodeError:
             return False
-        if len(entries) != len(kept):
+        if len(recorded) != len(kept):
             return False
         known = self.up.known
-        for e, (name, _) in zip(entries, kept, strict=True):
-            assert e is not None
+        for e, (name, _) in zip(recorded, kept, strict=True):
             if e.name != name:
                 return False
             if e.chunks and not all(c in known for c in e.chunks):
                 return False
         c = self.counters
         ids: list[bytes] = []
-        for i, (name, st) in enumerate(kept):
-            e = entries[i]
-            assert e is not None
+        entries: list[Entry | None] = []
+        for e, (name, st) in zip(recorded, kept, strict=True):
             if e.type == tree.DIR:
-                entries[i] = self._entry(fd, path, name, st, None, folder)  # appended in order: a slot of its own
-            elif e.type == tree.FILE:
+                entries.append(self._entry(fd, path, name, st, None, folder))  # walks the subfolder
+                continue
+            if e.type == tree.FILE:
                 c.files += 1
                 c.bytes_scanned += e.size
                 self._done += e.size
@@ -645,7 +644,8 @@ class BackupEngine:
                     ids += e.chunks
             else:
                 c.other += 1
-        self.refs.extend(ids)
+            entries.append(e)
+        self.refs.update(ids)
         folder.entries = entries
         self._progress()
         return True

@@ -31,16 +31,8 @@ class RefLog:
             self._fold()
 
     def update(self, ids: Iterable[bytes]) -> None:
-        records = self._records
-        for cid in ids:
-            if len(cid) != ID_SIZE:
-                raise ValueError("a chunk id is 32 bytes")
-            records += cid
-        if len(records) >= self._next_fold:
-            self._fold()
-
-    def extend(self, ids: list[bytes]) -> None:
-        """`update` for a list, joined at C speed."""
+        """Append several ids, checked and joined at C speed."""
+        ids = ids if isinstance(ids, list) else list(ids)
         if ids and set(map(len, ids)) != {ID_SIZE}:
             raise ValueError("a chunk id is 32 bytes")
         self._records += b"".join(ids)
