@@ -185,6 +185,28 @@ def test_chunk_index_of_a_0004_catalog_is_rebuilt_without_rowid(engine_for: Call
     t.check_current(eng)
 
 
+def test_a_0005_catalog_gets_chunk_epochs_and_keeps_its_rows(engine_for: Callable[[str | None], sa.Engine]) -> None:
+    """Revision 0006: machines start at chunk epoch 0; points committed before it carry none, so no commit
+    takes their references on trust."""
+    from alembic import command
+
+    eng = engine_for(None)
+    with eng.begin() as c:
+        command.upgrade(t._alembic_config(c), "0005")
+        c.execute(sa.text("INSERT INTO machines (machine_id, hostname, os_machine_id, agent_version, registered_ns, "
+                          "token_digest, wrapped_key) VALUES (:m, 'h', 'o', '0.1.0', 1, 'd', x'00')"), {"m": MACHINE})
+        c.execute(sa.text("INSERT INTO recovery_points (rp_id, machine_id, created_ns, root, status, stats, "
+                          "sealed_meta, refs) VALUES ('rp1', :m, 5, :r, 'Completed', '{}', x'00', :r)"),
+                  {"m": MACHINE, "r": b"r" * 32})
+    assert t.upgrade(eng) == ("0005", t.HEAD)
+    with eng.connect() as c:
+        assert c.execute(sa.select(t.machines.c.machine_id, t.machines.c.chunk_epoch)).all() == [(MACHINE, 0)]
+        assert c.execute(sa.select(t.recovery_points.c.rp_id, t.recovery_points.c.chunk_epoch)).all() == [
+            ("rp1", None)]
+    assert _diff(eng) == []
+    t.check_current(eng)
+
+
 def test_outdated_and_newer_catalogs_are_refused(tmp_path: Path, catalog_url: str | None,
                                                  vaults: list[VaultService]) -> None:
     svc = VaultService.init_folder(tmp_path / "vault", catalog_url=catalog_url)

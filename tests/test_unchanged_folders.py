@@ -131,6 +131,39 @@ def test_a_chunk_gone_from_the_vault_makes_its_folder_read_again(registered: Cli
     _restores_as_source(registered, tmp_path, src, second["recovery_point"], "r")
 
 
+def _epochs(cli: Cli) -> set[int | None]:
+    with sqlite3.connect(_store(cli)) as db:
+        return {r[0] for r in db.execute("SELECT epoch FROM trees")}
+
+
+def test_records_carry_the_vault_chunk_epoch_they_were_checked_at(registered: Cli, tmp_path: Path) -> None:
+    """A record is taken on trust only at the chunk epoch it carries; a record checked at a newer epoch is
+    stamped with it, and a store of schema 3 (records without an epoch) keeps its rows and is checked once."""
+    src = _tree(tmp_path)
+    _backup(registered, src)
+    assert _epochs(registered) == {0}
+    svc = VaultService.open_folder(tmp_path / "vault")
+    mid = MachineId(_registration(registered)["machine_id"])
+    try:
+        with sqlite3.connect(_store(registered)) as db:
+            (raw,) = db.execute("SELECT chunks FROM files WHERE name = ?", (b"f2.txt",)).fetchone()
+        assert svc.forget_chunks(mid, [ChunkId(c) for c in msgspec.msgpack.decode(raw, type=list[bytes])]) == 1
+        assert svc.chunk_epoch(mid) == 1
+    finally:
+        svc.close()
+    second = _backup(registered, src)
+    assert second["bytes_read"] == len("file 2\n" * 3)
+    assert _epochs(registered) == {1}, "checked records and rewritten ones carry the new epoch"
+    with sqlite3.connect(_store(registered)) as db:  # as an older agent left it
+        db.execute("ALTER TABLE trees DROP COLUMN epoch")
+        db.execute("UPDATE meta SET v = '3' WHERE k = 'schema'")
+    records = _records(registered)
+    third = _backup(registered, src)
+    assert third["bytes_read"] == 0 and _records(registered) == records
+    assert _epochs(registered) == {1}
+    _restores_as_source(registered, tmp_path, src, third["recovery_point"], "r")
+
+
 def test_folders_with_hard_links_get_no_record(registered: Cli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "links").mkdir(parents=True)

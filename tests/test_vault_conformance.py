@@ -171,6 +171,38 @@ def test_unknown_recovery_point_and_forget(subject: Subject) -> None:
     assert list(v.known_chunks(mid)) == []
 
 
+@pytest.mark.usefixtures("commit_check")
+def test_a_commit_after_removals_checks_every_reference_again(subject: Subject) -> None:
+    """The chunk epoch counts removals from the index, not additions. A commit whose references a point of the
+    current epoch holds needs no look at the index; once a chunk was forgotten, the same references are checked
+    one by one again and the missing chunk is found."""
+    v, mid = subject.vault, subject.machine_id
+    epoch = v.chunk_epoch(mid)
+    first, (a, b) = _commit(subject, v.begin_session(mid), b"chunk a" * 300, b"chunk b" * 300)
+    assert v.chunk_epoch(mid) == epoch  # uploads and commits remove nothing
+    again = v.commit(mid, v.begin_session(mid), a, JobStatus.COMPLETED, BackupStats(), [a, b], b"m")
+    # a point of this epoch plus one new chunk: the new one is checked, and must be there
+    session = v.begin_session(mid)
+    pid, data, entries, (c,) = _pack(subject.keys, b"chunk c" * 300)
+    v.put_pack(mid, session, pid, data, entries)
+    absent = ChunkId(b"\2" * 32)
+    with pytest.raises(SafeholdError) as exc:
+        v.commit(mid, session, a, JobStatus.COMPLETED, BackupStats(), [a, b, c, absent], b"m")
+    assert exc.value.spec.code == "ChunkMissing"
+    grown = v.commit(mid, session, a, JobStatus.COMPLETED, BackupStats(), [a, b, c], b"m")
+    assert v.forget_chunks(mid, [b]) == 1
+    assert v.chunk_epoch(mid) == epoch + 1
+    assert v.forget_chunks(mid, [b]) == 0  # nothing removed: the count stays
+    assert v.chunk_epoch(mid) == epoch + 1
+    for refs in ([a, b], [a, b, c]):  # the references of an earlier point: no longer taken on trust
+        with pytest.raises(SafeholdError) as exc:
+            v.commit(mid, v.begin_session(mid), a, JobStatus.COMPLETED, BackupStats(), refs, b"m")
+        assert exc.value.spec.code == "ChunkMissing"
+    later = v.commit(mid, v.begin_session(mid), a, JobStatus.COMPLETED, BackupStats(), [a, c], b"m")
+    assert len({first, again.rp_id, grown.rp_id, later.rp_id}) == 4
+    assert sorted(v.refs(mid, later.rp_id)) == sorted([a, c])
+
+
 def test_credentials_work_once_and_only_the_newest(subject: Subject) -> None:
     old = subject.svc.issue_credentials()
     new = subject.svc.issue_credentials()
@@ -319,13 +351,18 @@ def test_garbage_is_freed_once_no_older_session_is_open(subject: Subject) -> Non
     v.set_retention(mid, Retention(daily_days=7))
     slow = v.begin_session(mid)  # an older session holds the garbage back ...
     hk, clock = _housekeeping(subject, 30)
+    epoch = v.chunk_epoch(mid)
     fig = hk.run()
     assert fig is not None and fig.points_expired == 1 and fig.chunks_condemned == 1 and fig.chunks_deleted == 0
+    assert v.chunk_epoch(mid) == epoch + 1  # a condemned chunk counts as removed
     v.abort_session(mid, slow)  # ... until it ends
     before = sum(size for _, size in subject.svc.blobs.list("packs/"))
     clock.advance(60)
     fig = hk.run()
     assert fig is not None and fig.chunks_deleted == 1 and fig.bytes_deleted > 300_000
+    assert v.chunk_epoch(mid) == epoch + 2
+    hk.run()
+    assert v.chunk_epoch(mid) == epoch + 2  # a run that removes nothing leaves it
     assert fig.packs_deleted >= 1 and fig.blob_bytes_freed > 300_000
     assert sum(size for _, size in subject.svc.blobs.list("packs/")) <= before - 300_000
     assert [p.rp_id for p in v.recovery_points(mid)] == [kept_rp]

@@ -358,6 +358,7 @@ class BackupEngine:
         cores = os.cpu_count() or 1
         self.workers = (min(cores, MAX_WORKERS) if cores > 1 else 0) if workers is None else workers
         self.pool: ContentPool | None = None
+        self._epoch: int | None = None  # the vault's chunk epoch when this job began (docs/retention.md)
         self._jobs: list[FileJob] = []
         self._jobs_bytes = 0
         self._waiting: dict[int, tuple[_Folder, int, Entry, bytes, os.stat_result]] = {}
@@ -377,6 +378,9 @@ class BackupEngine:
         # The session first, then the chunks it may count on: housekeeping keeps every chunk a session that
         # began before the chunk was condemned may use, and leaves condemned chunks out of known_chunks.
         session = self.vault.begin_session(self.machine_id)
+        # Read before the ids: a folder record stamped with this epoch holds chunks that were all there at some
+        # moment after it was read, so while the vault's epoch stays the same they still are.
+        self._epoch = self.vault.chunk_epoch(self.machine_id)
         known = KnownIds(self.vault.known_chunks(self.machine_id))
         # The content workers are forked first, while this is the only thread; so is the process that sizes a
         # first backup for the ETA (a thread walking beside the walk would compete for the GIL).
@@ -483,7 +487,7 @@ class BackupEngine:
             data = tree.encode(entries)
             folder.cid = self._put_tree_data(data)
             if folder.sig is not None and len(entries) == folder.expected:
-                self.store.put_tree(folder.path, folder.sig, data)
+                self.store.put_tree(folder.path, folder.sig, data, self._epoch)
             folder.entries = []
             if folder.entry is not None:
                 folder.entry.subtree = folder.cid
@@ -599,7 +603,13 @@ class BackupEngine:
         sig = _signature(kept) if whole else None
         if sig is not None:
             record = self.store.tree(path)
-            if record is not None and record[0] == sig and self._reuse(fd, path, folder, kept, record[1]):
+            # Stamped with the vault's current chunk epoch: nothing was removed from the index since its
+            # chunks were last seen there, so they are not asked about one by one.
+            trusted = record is not None and record[2] is not None and record[2] == self._epoch
+            if record is not None and record[0] == sig and self._reuse(fd, path, folder, kept, record[1],
+                                                                       trusted):
+                if not trusted and self._epoch is not None:
+                    self.store.stamp_tree(path, self._epoch)
                 folder.closed = True
                 self._settle(folder)
                 return folder
@@ -614,9 +624,10 @@ class BackupEngine:
         return folder
 
     def _reuse(self, fd: int, path: bytes, folder: _Folder, kept: list[tuple[bytes, os.stat_result]],
-               data: bytes) -> bool:
+               data: bytes, trusted: bool) -> bool:
         """Take `folder`'s entries from its recorded tree `data`, walking its subfolders again; False (nothing
-        done) when the record does not fit or a chunk of a file in it is no longer in the vault."""
+        done) when the record does not fit or a chunk of a file in it is no longer in the vault (asked only
+        when the record is not `trusted`)."""
         try:
             recorded = _tree_dec.decode(data).entries
         except msgspec.DecodeError:
@@ -627,7 +638,7 @@ class BackupEngine:
         for e, (name, _) in zip(recorded, kept, strict=True):
             if e.name != name:
                 return False
-            if e.chunks and not all(c in known for c in e.chunks):
+            if e.chunks and not trusted and not all(c in known for c in e.chunks):
                 return False
         c = self.counters
         ids: list[bytes] = []

@@ -22,8 +22,9 @@ _dec_ext = msgspec.msgpack.Decoder(list[tuple[int, int]] | None)
 XattrState = tuple[list[tuple[bytes, bytes]] | None, bytes | None, bytes | None]  # xattrs, access, default ACL
 _dec_xattrs = msgspec.msgpack.Decoder(tuple[list[tuple[bytes, bytes]] | None, bytes | None, bytes | None] | None)
 
-# 1 was keyed by the full path, 2 had no xattrs; such a store is dropped and rebuilt from the last recovery point
-SCHEMA = 3
+# 1 was keyed by the full path, 2 had no xattrs; such a store is dropped and rebuilt from the last recovery point.
+# 3 had no chunk epoch in its folder records: they get one (NULL: checked at their next use).
+SCHEMA = 4
 PUT_BATCH = 2000
 PUT_TREE_BYTES = 1024 * 1024  # folder records held before they are written
 
@@ -66,14 +67,16 @@ class ChecksumStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
             meta = dict(self._db.execute("SELECT k, v FROM meta").fetchall())
-            if meta.get("schema") != str(SCHEMA):
+            if meta.get("schema") == "3":
+                self._db.execute("ALTER TABLE trees ADD COLUMN epoch INTEGER")
+            elif meta.get("schema") != str(SCHEMA):
                 self._db.execute("DROP TABLE IF EXISTS files")
                 self._db.execute("DROP TABLE IF EXISTS trees")
             self._db.execute("CREATE TABLE IF NOT EXISTS files (dir BLOB, name BLOB, size INTEGER, "
                              "mtime INTEGER, ctime INTEGER, inode INTEGER, chunks BLOB, extents BLOB, xattrs BLOB, "
                              "PRIMARY KEY (dir, name)) WITHOUT ROWID")
-            self._db.execute("CREATE TABLE IF NOT EXISTS trees (dir BLOB PRIMARY KEY, sig BLOB, tree BLOB) "
-                             "WITHOUT ROWID")
+            self._db.execute("CREATE TABLE IF NOT EXISTS trees (dir BLOB PRIMARY KEY, sig BLOB, tree BLOB, "
+                             "epoch INTEGER) WITHOUT ROWID")
             self._db.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreDamaged(str(exc)) from exc
@@ -82,7 +85,8 @@ class ChecksumStore:
             self._db.execute("DELETE FROM trees")
             meta = {}
         self._pending: list[tuple[bytes, bytes, int, int, int, int, bytes, bytes, bytes]] = []
-        self._pending_trees: list[tuple[bytes, bytes, bytes]] = []
+        self._pending_trees: list[tuple[bytes, bytes, bytes, int | None]] = []
+        self._pending_stamps: list[tuple[int, bytes]] = []
         self._pending_tree_bytes = 0
         self.empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('key_id', ?)", (str(SCHEMA), key_id))
@@ -125,13 +129,15 @@ class ChecksumStore:
         if len(self._pending) >= PUT_BATCH:
             self._write_pending()
 
-    def tree(self, folder: bytes) -> tuple[bytes, bytes] | None:
-        """The signature and tree recorded for `folder` by the last backup that stored it, if any."""
-        row = self._db.execute("SELECT sig, tree FROM trees WHERE dir = ?", (folder,)).fetchone()
-        return None if row is None else (bytes(row[0]), bytes(row[1]))
+    def tree(self, folder: bytes) -> tuple[bytes, bytes, int | None] | None:
+        """The signature, tree and chunk epoch recorded for `folder` by the last backup that stored it, if any.
+        The epoch is the vault's chunk epoch at which the tree's chunks were last known to be there (None: not
+        known)."""
+        row = self._db.execute("SELECT sig, tree, epoch FROM trees WHERE dir = ?", (folder,)).fetchone()
+        return None if row is None else (bytes(row[0]), bytes(row[1]), row[2])
 
-    def put_tree(self, folder: bytes, sig: bytes, data: bytes) -> None:
-        self._pending_trees.append((folder, sig, data))
+    def put_tree(self, folder: bytes, sig: bytes, data: bytes, epoch: int | None) -> None:
+        self._pending_trees.append((folder, sig, data, epoch))
         self._pending_tree_bytes += len(data)
         if self._pending_tree_bytes >= PUT_TREE_BYTES:  # trees of big folders are big: held by size, not count
             self._write_pending()
@@ -141,9 +147,18 @@ class ChecksumStore:
             self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
             self._pending = []
         if self._pending_trees:
-            self._db.executemany("INSERT OR REPLACE INTO trees VALUES (?, ?, ?)", self._pending_trees)
+            self._db.executemany("INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?)", self._pending_trees)
             self._pending_trees = []
             self._pending_tree_bytes = 0
+        if self._pending_stamps:
+            self._db.executemany("UPDATE trees SET epoch = ? WHERE dir = ?", self._pending_stamps)
+            self._pending_stamps = []
+
+    def stamp_tree(self, folder: bytes, epoch: int) -> None:
+        """The chunks of `folder`'s record were checked against the vault's ids at chunk epoch `epoch`."""
+        self._pending_stamps.append((epoch, folder))
+        if len(self._pending_stamps) >= PUT_BATCH:
+            self._write_pending()
 
     def commit(self, last_rp: str) -> None:
         self._write_pending()
@@ -155,6 +170,7 @@ class ChecksumStore:
         self._pending = []  # never committed: the job that wrote them did not end
         self._pending_trees = []
         self._pending_tree_bytes = 0
+        self._pending_stamps = []
         if self._db.in_transaction:
             self._db.execute("ROLLBACK")
         self._db.close()

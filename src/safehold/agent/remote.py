@@ -295,6 +295,15 @@ class RemoteVault(VaultHttp):
     def begin_session(self, machine_id: MachineId) -> str:
         return str(self.post(f"{self._m(machine_id)}/sessions").json()["session"])
 
+    def chunk_epoch(self, machine_id: MachineId) -> int:
+        try:
+            epoch = self.get(f"{self._m(machine_id)}/chunk-epoch").json()["chunk_epoch"]
+        except (ValueError, KeyError, TypeError):
+            epoch = None
+        if type(epoch) is not int or epoch < 0:
+            raise_error("VaultProtocolError", url=self.url, detail="the chunk epoch is not a count")
+        return epoch
+
     def abort_session(self, machine_id: MachineId, session: str) -> None:
         self.request("DELETE", f"{self._m(machine_id)}/sessions/{session}")
 

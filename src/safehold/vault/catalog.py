@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest revision in migrations/versions; tests/test_catalog.py checks it against Alembic's own view.
-HEAD = "0005"
+HEAD = "0006"
 VERSION_TABLE = "alembic_version"
 
 # Names for constraints, so that later revisions (batch mode on SQLite) can refer to them.
@@ -66,6 +66,9 @@ machines = sa.Table(
     sa.Column("token_digest", sa.String(64), nullable=False),
     sa.Column("wrapped_key", sa.LargeBinary, nullable=False),
     sa.Column("key_verifier", sa.String(64)),
+    # removals from the machine's chunk index so far: raised by every transaction that condemns, sweeps or
+    # forgets a chunk of it (revision 0006, docs/retention.md "Chunk epoch")
+    sa.Column("chunk_epoch", sa.BigInteger, nullable=False, server_default="0"),
 )
 
 packs = sa.Table(
@@ -123,6 +126,7 @@ recovery_points = sa.Table(
     # the backup session that committed it: a repeated commit of one session finds its point here
     sa.Column("session_id", sa.String(64), unique=True, index=True),
     sa.Column("keep_until_ns", sa.BigInteger),  # an on-demand point kept at least until then
+    sa.Column("chunk_epoch", sa.BigInteger),  # the machine's chunk_epoch when the point was committed
 )
 
 retention = sa.Table(

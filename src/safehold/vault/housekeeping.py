@@ -21,7 +21,7 @@ from safehold.formats import retention as rules_of
 from safehold.model import ChunkId, JobStatus, MachineId, PackId
 from safehold.ports import Clock
 from safehold.vault import catalog as t
-from safehold.vault.service import VaultService, lock_machine, pack_name
+from safehold.vault.service import VaultService, bump_chunk_epoch, lock_machine, pack_name
 
 log = logging.getLogger("safehold.vault.housekeeping")
 HOUR_NS = 3600 * 10**9
@@ -169,6 +169,8 @@ class Housekeeping:
                     c.execute(sa.delete(t.chunks).where(
                         t.chunks.c.machine_id == mid, t.chunks.c.chunk_id.in_([r.chunk_id for r in
                                                                              sweep[i:i + 500]])))
+                if condemn or sweep:
+                    bump_chunk_epoch(c, mid)
                 self._update(c, mid, t.packs.c.pack_id, empty, deleted_ns=now)
         for pid in sparse:
             fig.packs_rewritten += 1

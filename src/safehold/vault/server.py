@@ -108,6 +108,10 @@ class SessionOut(BaseModel):
     session: str
 
 
+class ChunkEpochOut(BaseModel):
+    chunk_epoch: int
+
+
 class PackOut(BaseModel):
     pack_id: str
     size: int
@@ -334,6 +338,10 @@ def create_app(svc: VaultService) -> FastAPI:
     @app.post(f"{m}/sessions", response_model=SessionOut, tags=["machine"])
     def begin_session(mid: Machine) -> SessionOut:
         return SessionOut(session=svc.begin_session(mid))
+
+    @app.get(f"{m}/chunk-epoch", response_model=ChunkEpochOut, tags=["machine"])
+    def chunk_epoch(mid: Machine) -> ChunkEpochOut:
+        return ChunkEpochOut(chunk_epoch=svc.chunk_epoch(mid))
 
     @app.delete(f"{m}/sessions/{{session}}", status_code=204, tags=["machine"], response_class=Response)
     def abort_session(mid: Machine, session: str) -> Response:

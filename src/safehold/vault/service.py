@@ -28,6 +28,7 @@ from safehold.formats.credentials import VaultCredentials
 from safehold.formats.pack import pack_id as compute_pack_id
 from safehold.formats.policy import Retention
 from safehold.model import (
+    ID_SIZE,
     BackupStats,
     ChunkId,
     ChunkLocation,
@@ -105,6 +106,13 @@ def lock_machine(c: sa.Connection, machine_id: str) -> None:
     lock on SQLite (taken first, so that the transaction never has to upgrade a stale read)."""
     c.execute(sa.update(t.machines).where(t.machines.c.machine_id == machine_id)
               .values(registered_ns=t.machines.c.registered_ns))
+
+
+def bump_chunk_epoch(c: sa.Connection, machine_id: str) -> None:
+    """Count a removal from the machine's chunk index (a chunk condemned, swept or forgotten), in the transaction
+    that makes it: a point committed at an older count may name chunks that are gone (docs/retention.md)."""
+    m = t.machines.c
+    c.execute(sa.update(t.machines).where(m.machine_id == machine_id).values(chunk_epoch=m.chunk_epoch + 1))
 
 
 MAX_JOBS_PER_REPORT = 1000
@@ -434,6 +442,16 @@ class VaultService:
         out.data = b"".join(parts)
         return out
 
+    def chunk_epoch(self, machine_id: MachineId) -> int:
+        """The count of removals from the machine's chunk index so far. While it stays the same, every chunk that
+        was indexed and live at some moment after it was read still is (docs/retention.md, "Chunk epoch")."""
+        with self.eng.connect() as c:
+            epoch = c.execute(sa.select(t.machines.c.chunk_epoch).where(
+                t.machines.c.machine_id == machine_id)).scalar_one_or_none()
+        if epoch is None:
+            raise_error("NotRegistered", home="the vault")
+        return int(epoch)
+
     def begin_session(self, machine_id: MachineId) -> str:
         session = uuid.uuid4().hex
         with self.eng.begin() as c:
@@ -491,12 +509,16 @@ class VaultService:
             if done is None:
                 lock_machine(c, machine_id)
                 done = self._committed(c, machine_id, session)  # committed meanwhile, by another request
+            epoch = None
             if done is None:
-                self._check_present(c, machine_id, ordered)
+                epoch = c.execute(sa.select(t.machines.c.chunk_epoch).where(
+                    t.machines.c.machine_id == machine_id)).scalar_one_or_none()
+                self._check_present(c, machine_id, ordered if epoch is None
+                                    else self._beyond_live_point(c, machine_id, epoch, ordered))
             if done is None and not c.execute(t.insert_ignore(t.recovery_points, c.dialect.name).values(
                     rp_id=rp.rp_id, machine_id=machine_id, created_ns=rp.created_ns, root=root,
                     status=str(status), stats=asdict(stats), sealed_meta=sealed_meta,
-                    refs=ordered.data, session_id=session, keep_until_ns=keep_until_ns),
+                    refs=ordered.data, session_id=session, keep_until_ns=keep_until_ns, chunk_epoch=epoch),
                     execution_options={"preserve_rowcount": True}).rowcount:
                 done = self._committed(c, machine_id, session)  # committed meanwhile, by another request
                 if done is None:
@@ -504,6 +526,24 @@ class VaultService:
             c.execute(sa.delete(t.sessions).where(t.sessions.c.session_id == session,
                                                   t.sessions.c.machine_id == machine_id))
         return done or rp
+
+    @staticmethod
+    def _beyond_live_point(c: sa.Connection, machine_id: MachineId, epoch: int,
+                           ids: PackedIds) -> PackedIds | list[ChunkId]:
+        """The ids that still need checking against the index: all of them, unless a point of the machine was
+        committed at the current chunk epoch. Its references were all indexed and live then, and nothing was
+        removed since, so only the ids it lacks need checking (an unchanged backup: none). Called under the
+        machine's lock, so the epoch cannot move before the new point is in."""
+        rp = t.recovery_points.c
+        blob = c.execute(sa.select(rp.refs).where(rp.machine_id == machine_id, rp.chunk_epoch == epoch)
+                         .order_by(rp.created_ns.desc()).limit(1)).scalar_one_or_none()
+        if blob is None:
+            return ids
+        base = bytes(blob)
+        if base == ids.data:
+            return []
+        live = {base[i:i + ID_SIZE] for i in range(0, len(base), ID_SIZE)}
+        return [cid for cid in ids if cid not in live]
 
     @staticmethod
     def _check_present(c: sa.Connection, machine_id: MachineId, ids: PackedIds | list[ChunkId]) -> None:
@@ -559,9 +599,12 @@ class VaultService:
         wanted = list(ids)
         removed = 0
         with self.eng.begin() as c:
+            lock_machine(c, machine_id)  # not between a commit's check and its insert
             for i in range(0, len(wanted), 500):
                 removed += c.execute(sa.delete(t.chunks).where(
                     t.chunks.c.machine_id == machine_id, t.chunks.c.chunk_id.in_(wanted[i:i + 500]))).rowcount
+            if removed:
+                bump_chunk_epoch(c, machine_id)
         return removed
 
     # ---- reading --------------------------------------------------------------------------------------
