@@ -187,7 +187,7 @@ def test_chunk_index_of_a_0004_catalog_is_rebuilt_without_rowid(engine_for: Call
 
 def test_a_0005_catalog_gets_chunk_epochs_and_keeps_its_rows(engine_for: Callable[[str | None], sa.Engine]) -> None:
     """Revision 0006: machines start at chunk epoch 0; points committed before it carry none, so no commit
-    takes their references on trust."""
+    takes their references on trust. Revision 0007 moves each point's references into `point_refs`."""
     from alembic import command
 
     eng = engine_for(None)
@@ -203,6 +203,8 @@ def test_a_0005_catalog_gets_chunk_epochs_and_keeps_its_rows(engine_for: Callabl
         assert c.execute(sa.select(t.machines.c.machine_id, t.machines.c.chunk_epoch)).all() == [(MACHINE, 0)]
         assert c.execute(sa.select(t.recovery_points.c.rp_id, t.recovery_points.c.chunk_epoch)).all() == [
             ("rp1", None)]
+        assert [(r, bytes(b)) for r, b in c.execute(sa.select(t.point_refs))] == [("rp1", b"r" * 32)]
+        assert "refs" not in {col["name"] for col in sa.inspect(c).get_columns("recovery_points")}
     assert _diff(eng) == []
     t.check_current(eng)
 

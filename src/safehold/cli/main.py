@@ -6,9 +6,11 @@ anything unexpected is reported once, without a traceback unless SAFEHOLD_DEBUG 
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 import click
 
@@ -69,6 +71,24 @@ def main(argv: list[str] | None = None) -> None:
     sys.setrecursionlimit(max(sys.getrecursionlimit(), RECURSION_LIMIT))
     i18n.use(None)  # the environment's language, until --lang says otherwise
     as_json = "--json" in (argv if argv is not None else sys.argv[1:])
+    try:
+        _run(argv, as_json)
+    finally:
+        _settle()
+
+
+def _settle() -> None:
+    """Before the interpreter exits: close the vaults the command opened (SQLite writes its log back into the
+    catalog on the last close: here, in order, not in teardown), then freeze what is left, so that the exit's
+    collections need not visit every object of the libraries loaded (about 60 ms of each command)."""
+    service = sys.modules.get("safehold.vault.service")
+    if service is not None:
+        service.VaultService.close_all()
+    gc.collect()  # what the command left in cycles is closed now (files flushed, databases written back)
+    gc.freeze()
+
+
+def _run(argv: list[str] | None, as_json: bool) -> NoReturn:
     try:
         code = cli.main(args=argv, prog_name="safehold", standalone_mode=False)
     except SafeholdError as exc:

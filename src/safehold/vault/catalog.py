@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 # The newest revision in migrations/versions; tests/test_catalog.py checks it against Alembic's own view.
-HEAD = "0006"
+HEAD = "0007"
 VERSION_TABLE = "alembic_version"
 
 # Names for constraints, so that later revisions (batch mode on SQLite) can refer to them.
@@ -122,11 +122,17 @@ recovery_points = sa.Table(
     sa.Column("status", sa.String(32), nullable=False),
     sa.Column("stats", sa.JSON, nullable=False),
     sa.Column("sealed_meta", sa.LargeBinary, nullable=False),
-    sa.Column("refs", sa.LargeBinary, nullable=False),  # concatenated 32-byte chunk ids, sorted
     # the backup session that committed it: a repeated commit of one session finds its point here
     sa.Column("session_id", sa.String(64), unique=True, index=True),
     sa.Column("keep_until_ns", sa.BigInteger),  # an on-demand point kept at least until then
     sa.Column("chunk_epoch", sa.BigInteger),  # the machine's chunk_epoch when the point was committed
+)
+
+point_refs = sa.Table(
+    # A point's references, out of its row (revision 0007): listing points never reads them.
+    "point_refs", metadata,
+    sa.Column("rp_id", sa.String(64), primary_key=True),
+    sa.Column("refs", sa.LargeBinary, nullable=False),  # concatenated 32-byte chunk ids, sorted
 )
 
 retention = sa.Table(

@@ -197,6 +197,7 @@ class Housekeeping:
             with self.eng.begin() as c:
                 for i in range(0, len(ids), 500):
                     c.execute(sa.delete(t.recovery_points).where(rp.machine_id == mid, rp.rp_id.in_(ids[i:i + 500])))
+                    c.execute(sa.delete(t.point_refs).where(t.point_refs.c.rp_id.in_(ids[i:i + 500])))
         return expired
 
     @staticmethod
@@ -205,7 +206,8 @@ class Housekeeping:
         committed a moment ago counts)."""
         rp = t.recovery_points.c
         out: set[bytes] = set()
-        for r in c.execute(sa.select(rp.rp_id, rp.refs).where(rp.machine_id == mid)):
+        for r in c.execute(sa.select(rp.rp_id, t.point_refs.c.refs).join_from(
+                t.recovery_points, t.point_refs, rp.rp_id == t.point_refs.c.rp_id).where(rp.machine_id == mid)):
             if r.rp_id in expired:  # a dry run: as if they were gone
                 continue
             blob = bytes(r.refs)

@@ -12,10 +12,11 @@ import os
 import re
 import secrets
 import uuid
+import weakref
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import msgspec
 import sqlalchemy as sa
@@ -140,7 +141,10 @@ def _job_row(machine_id: MachineId, j: JobRecord, now_ns: int) -> dict[str, Any]
 
 
 class VaultService:
+    _open: ClassVar[weakref.WeakSet[VaultService]] = weakref.WeakSet()  # for close_all
+
     def __init__(self, eng: sa.Engine, blobs: BlobStore, url: str, clock: Clock | None = None) -> None:
+        VaultService._open.add(self)
         self.eng = eng
         self.blobs = blobs
         self.url = url
@@ -156,6 +160,13 @@ class VaultService:
     def close(self) -> None:
         """Close the catalog's database connections (the service must not be used afterwards)."""
         self.eng.dispose()
+
+    @classmethod
+    def close_all(cls) -> None:
+        """Close every vault this process opened: at the end of a command, so that SQLite writes its log back
+        into the catalog (it does on the last close) then, and not whenever the interpreter gets to it."""
+        for svc in list(cls._open):
+            svc.close()
 
     # ---- creation and opening of an embedded (folder) vault ------------------------------------
 
@@ -518,11 +529,13 @@ class VaultService:
             if done is None and not c.execute(t.insert_ignore(t.recovery_points, c.dialect.name).values(
                     rp_id=rp.rp_id, machine_id=machine_id, created_ns=rp.created_ns, root=root,
                     status=str(status), stats=asdict(stats), sealed_meta=sealed_meta,
-                    refs=ordered.data, session_id=session, keep_until_ns=keep_until_ns, chunk_epoch=epoch),
+                    session_id=session, keep_until_ns=keep_until_ns, chunk_epoch=epoch),
                     execution_options={"preserve_rowcount": True}).rowcount:
                 done = self._committed(c, machine_id, session)  # committed meanwhile, by another request
                 if done is None:
                     raise_error("InvalidArgument", what="the backup session belongs to another machine")
+            if done is None:
+                c.execute(sa.insert(t.point_refs).values(rp_id=rp.rp_id, refs=ordered.data))
             c.execute(sa.delete(t.sessions).where(t.sessions.c.session_id == session,
                                                   t.sessions.c.machine_id == machine_id))
         return done or rp
@@ -535,10 +548,11 @@ class VaultService:
         removed since, so only the ids it lacks need checking (an unchanged backup: none). Called under the
         machine's lock, so the epoch cannot move before the new point is in."""
         rp = t.recovery_points.c
-        blob = c.execute(sa.select(rp.refs).where(rp.machine_id == machine_id, rp.chunk_epoch == epoch)
-                         .order_by(rp.created_ns.desc()).limit(1)).scalar_one_or_none()
-        if blob is None:
+        newest = c.execute(sa.select(rp.rp_id).where(rp.machine_id == machine_id, rp.chunk_epoch == epoch)
+                           .order_by(rp.created_ns.desc()).limit(1)).scalar_one_or_none()
+        if newest is None:
             return ids
+        blob = c.execute(sa.select(t.point_refs.c.refs).where(t.point_refs.c.rp_id == newest)).scalar_one()
         base = bytes(blob)
         if base == ids.data:
             return []
@@ -590,7 +604,7 @@ class VaultService:
     def _committed(c: sa.Connection, machine_id: MachineId, session: str) -> RecoveryPoint | None:
         """The recovery point a session committed already, if it did."""
         rp = t.recovery_points.c
-        row = c.execute(sa.select(*[col for col in rp if col.name != "refs"])
+        row = c.execute(sa.select(t.recovery_points)
                         .where(rp.session_id == session, rp.machine_id == machine_id)).one_or_none()
         return None if row is None else _recovery_point(row)
 
@@ -610,9 +624,8 @@ class VaultService:
     # ---- reading --------------------------------------------------------------------------------------
 
     def recovery_points(self, machine_id: MachineId) -> list[RecoveryPoint]:
-        cols = [c for c in t.recovery_points.c if c.name != "refs"]
         with self.eng.connect() as c:
-            rows = c.execute(sa.select(*cols).where(t.recovery_points.c.machine_id == machine_id)
+            rows = c.execute(sa.select(t.recovery_points).where(t.recovery_points.c.machine_id == machine_id)
                              .order_by(t.recovery_points.c.created_ns)).all()
         return [_recovery_point(r) for r in rows]
 
@@ -680,9 +693,10 @@ class VaultService:
 
     def refs(self, machine_id: MachineId, rp_id: str) -> list[ChunkId]:
         with self.eng.connect() as c:
-            blob = c.execute(sa.select(t.recovery_points.c.refs).where(
-                t.recovery_points.c.machine_id == machine_id,
-                t.recovery_points.c.rp_id == rp_id)).scalar_one_or_none()
+            rp = t.recovery_points.c
+            blob = c.execute(sa.select(t.point_refs.c.refs).join_from(
+                t.point_refs, t.recovery_points, rp.rp_id == t.point_refs.c.rp_id).where(
+                rp.machine_id == machine_id, rp.rp_id == rp_id)).scalar_one_or_none()
         if blob is None:
             raise_error("RecoveryPointNotFound", rp=rp_id)
         blob = bytes(blob)
