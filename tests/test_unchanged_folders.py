@@ -164,6 +164,46 @@ def test_records_carry_the_vault_chunk_epoch_they_were_checked_at(registered: Cl
     _restores_as_source(registered, tmp_path, src, third["recovery_point"], "r")
 
 
+def test_a_changed_folder_keeps_the_recorded_entries_of_its_unchanged_items(registered: Cli,
+                                                                             tmp_path: Path) -> None:
+    """In a folder where one file changed, the others keep their recorded entries without their rows being
+    read; a recorded entry whose chunk the vault lost is not kept (its file is read again)."""
+    src = tmp_path / "src"
+    many = src / "many"
+    many.mkdir(parents=True)
+    for i in range(40):
+        (many / f"f{i:02}").write_bytes(os.urandom(100 + i))
+    (many / "link").symlink_to("f00")
+    _backup(registered, src)
+    with sqlite3.connect(_store(registered)) as db:  # the rows of unchanged files are not what keeps them
+        db.execute("DELETE FROM files WHERE dir = ? AND name != ?", (bytes(many), b"f07"))
+    (many / "f03").write_bytes(b"changed")
+    second = _backup(registered, src)
+    assert second["bytes_read"] == len(b"changed")
+    svc = VaultService.open_folder(tmp_path / "vault")
+    try:
+        (raw,) = _tree_chunks(registered, many, b"f05")
+        assert svc.forget_chunks(MachineId(_registration(registered)["machine_id"]), [ChunkId(raw)]) == 1
+    finally:
+        svc.close()
+    (many / "f03").write_bytes(b"changed again")
+    third = _backup(registered, src)
+    assert third["bytes_read"] == len(b"changed again") + 105, "f05's chunk is gone: it is read again"
+    fourth = _backup(registered, src)
+    assert fourth["bytes_read"] == 0
+    roots = _roots(tmp_path, registered)
+    assert roots[3] == roots[2] != roots[1]
+    _restores_as_source(registered, tmp_path, src, fourth["recovery_point"], "r")
+
+
+def _tree_chunks(cli: Cli, folder: Path, name: bytes) -> list[bytes]:
+    """The chunk ids the folder record of `folder` holds for its item `name`."""
+    with sqlite3.connect(_store(cli)) as db:
+        (raw,) = db.execute("SELECT tree FROM trees WHERE dir = ?", (bytes(folder),)).fetchone()
+    [entry] = [e for e in msgspec.msgpack.decode(raw)["entries"] if e["name"] == name]
+    return list(entry["chunks"])
+
+
 def test_folders_with_hard_links_get_no_record(registered: Cli, tmp_path: Path) -> None:
     src = tmp_path / "src"
     (src / "links").mkdir(parents=True)

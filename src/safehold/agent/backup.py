@@ -74,23 +74,44 @@ BATCH_FILES = 64  # small files handed to a content worker at once ...
 BATCH_BYTES = 2 * 1024 * 1024  # ... or this much of their data
 MAX_WORKERS = 4
 WINDOW_PER_WORKER = 2  # batches a worker may have waiting: enough to keep it busy, few entries held
+FEW_ROWS = 16  # items of a changed folder looked up one by one in the checksum store; more: the folder's rows
 
 
 _sig_enc = msgspec.msgpack.Encoder()
 _tree_dec = msgspec.msgpack.Decoder(tree.Tree)
 
 
-def _signature(kept: list[tuple[bytes, os.stat_result]]) -> bytes | None:
-    """What the walk saw in a folder, as its checksum-store record keeps it (docs/format.md); None when the
-    folder may not be recorded: a file in it has several links, or an item changed too recently to trust."""
+Item: TypeAlias = tuple[bytes, int, int, int, int, int, int, int, int, int]
+_items_dec = msgspec.msgpack.Decoder(list[Item])
+
+
+def _items(kept: list[tuple[bytes, os.stat_result]]) -> tuple[list[Item], bool]:
+    """What the walk saw of each item in a folder, as its checksum-store record keeps it (docs/format.md), and
+    whether the folder may be recorded: not when a file in it has several links or an item changed too
+    recently to trust."""
     horizon = time.time_ns() - RACY_NS
-    rows = []
+    rows: list[Item] = []
+    recordable = True
     for name, st in kept:
         if st.st_ctime_ns > horizon or (st.st_nlink > 1 and not stat.S_ISDIR(st.st_mode)):
-            return None
+            recordable = False
         rows.append((name, st.st_mode, st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
                      st.st_uid, st.st_gid, st.st_rdev))
-    return hashlib.blake2b(_sig_enc.encode(rows), digest_size=16).digest()
+    return rows, recordable
+
+
+def _prior(data: bytes, items: bytes | None) -> dict[bytes, tuple[Item, Entry]] | None:
+    """A folder record's entries by name, each with what the walk saw of its item then; None when the record
+    has no items (written before they were kept) or does not decode."""
+    if items is None:
+        return None
+    try:
+        entries, rows = _tree_dec.decode(data).entries, _items_dec.decode(items)
+    except msgspec.DecodeError:
+        return None
+    if len(entries) != len(rows) or any(e.name != r[0] for e, r in zip(entries, rows, strict=True)):
+        return None
+    return {r[0]: (r, e) for e, r in zip(entries, rows, strict=True)}
 
 
 # Path components leading to the backed-up targets; None marks a target (everything below it).
@@ -100,7 +121,7 @@ Trie: TypeAlias = dict[bytes, "Trie | None"]
 class _Folder:
     """A folder being walked: its entries, and how many of them still wait for a worker or a subfolder."""
 
-    __slots__ = ("cid", "closed", "entries", "entry", "expected", "parent", "path", "sig", "waiting")
+    __slots__ = ("cid", "closed", "entries", "entry", "expected", "items", "parent", "path", "sig", "waiting")
 
     def __init__(self, parent: _Folder | None, entry: Entry | None, path: bytes = b"") -> None:
         self.entries: list[Entry | None] = []
@@ -111,6 +132,7 @@ class _Folder:
         self.cid: ChunkId | None = None
         self.path = path
         self.sig: bytes | None = None  # the signature to record with its tree (None: record none)
+        self.items = b""  # what the walk saw of each item, recorded with the tree
         self.expected = 0  # items the walk kept: the tree is recorded only if every one has its entry
 
 
@@ -487,7 +509,7 @@ class BackupEngine:
             data = tree.encode(entries)
             folder.cid = self._put_tree_data(data)
             if folder.sig is not None and len(entries) == folder.expected:
-                self.store.put_tree(folder.path, folder.sig, data, self._epoch)
+                self.store.put_tree(folder.path, folder.sig, data, self._epoch, folder.items)
             folder.entries = []
             if folder.entry is not None:
                 folder.entry.subtree = folder.cid
@@ -600,25 +622,54 @@ class BackupEngine:
             if self.excludes and self._excluded(path + b"/" + name, name):
                 continue
             kept.append((name, st))
-        sig = _signature(kept) if whole else None
-        if sig is not None:
-            record = self.store.tree(path)
-            # Stamped with the vault's current chunk epoch: nothing was removed from the index since its
-            # chunks were last seen there, so they are not asked about one by one.
-            trusted = record is not None and record[2] is not None and record[2] == self._epoch
-            if record is not None and record[0] == sig and self._reuse(fd, path, folder, kept, record[1],
-                                                                       trusted):
-                if not trusted and self._epoch is not None:
-                    self.store.stamp_tree(path, self._epoch)
-                folder.closed = True
-                self._settle(folder)
-                return folder
-        folder.sig, folder.expected = sig, len(kept)
-        known = self.store.folder(path)
-        for name, st in kept:
-            e = self._entry(fd, path, name, st, known, folder)
-            if e is not None:
-                folder.entries.append(e)
+        rows, recordable = _items(kept)
+        seen = _sig_enc.encode(rows)
+        sig = hashlib.blake2b(seen, digest_size=16).digest() if whole and recordable else None
+        record = self.store.tree(path)
+        # Stamped with the vault's current chunk epoch: nothing was removed from the index since its chunks
+        # were last seen there, so they are not asked about one by one.
+        trusted = record is not None and record.epoch is not None and record.epoch == self._epoch
+        if record is not None and sig is not None and record.sig == sig and \
+                self._reuse(fd, path, folder, kept, record.tree, trusted):
+            if not trusted and self._epoch is not None:
+                self.store.stamp_tree(path, self._epoch)
+            folder.closed = True
+            self._settle(folder)
+            return folder
+        folder.sig, folder.items, folder.expected = sig, seen, len(kept)
+        prior = _prior(record.tree, record.items) if record is not None else None
+        # Items the record shows unchanged keep their recorded entry (folders are walked again); the rest are
+        # looked at as in a folder without a record: their checksum-store rows in one query when many.
+        same: list[Entry | None] = []
+        rest = 0
+        for (name, _), row in zip(kept, rows, strict=True):
+            p = prior.get(name) if prior is not None else None
+            if p is not None and p[0] == row and p[1].type != tree.DIR and \
+                    (trusted or not p[1].chunks or all(cid in self.up.known for cid in p[1].chunks)):
+                same.append(p[1])
+            else:
+                same.append(None)
+                rest += 1
+        known = self.store.folder(path) if prior is None or rest > FEW_ROWS else None
+        c = self.counters
+        ids: list[bytes] = []
+        for (name, st), recorded in zip(kept, same, strict=True):
+            if recorded is None:
+                fresh = self._entry(fd, path, name, st, known, folder)
+                if fresh is not None:
+                    folder.entries.append(fresh)
+                continue
+            if recorded.type == tree.FILE:
+                c.files += 1
+                c.bytes_scanned += recorded.size
+                self._done += recorded.size
+                if recorded.chunks:
+                    ids += recorded.chunks
+            else:
+                c.other += 1
+            folder.entries.append(recorded)
+        self.refs.update(ids)
+        self._progress()
         folder.closed = True
         self._settle(folder)
         return folder

@@ -13,6 +13,7 @@ import os
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
@@ -23,8 +24,9 @@ XattrState = tuple[list[tuple[bytes, bytes]] | None, bytes | None, bytes | None]
 _dec_xattrs = msgspec.msgpack.Decoder(tuple[list[tuple[bytes, bytes]] | None, bytes | None, bytes | None] | None)
 
 # 1 was keyed by the full path, 2 had no xattrs; such a store is dropped and rebuilt from the last recovery point.
-# 3 had no chunk epoch in its folder records: they get one (NULL: checked at their next use).
-SCHEMA = 4
+# 3 had no chunk epoch in its folder records (NULL: checked at their next use), 4 no items: both get the columns.
+SCHEMA = 5
+_TREE_COLUMNS = {"epoch": "INTEGER", "items": "BLOB"}  # added to the trees of schema 3 and 4
 PUT_BATCH = 2000
 PUT_TREE_BYTES = 1024 * 1024  # folder records held before they are written
 
@@ -49,6 +51,15 @@ class FileState:
 FileRow = tuple[int, int, int, int, bytes, bytes, bytes]  # size, mtime, ctime, inode, chunks, extents, xattrs
 
 
+class TreeRecord(NamedTuple):
+    """A folder's record (docs/format.md, "Checksum store")."""
+
+    sig: bytes | None  # of every item the walk kept; None: the folder is never taken whole from this record
+    tree: bytes  # the plaintext tree stored for it
+    epoch: int | None  # the vault's chunk epoch when the tree's chunks were last known to be there
+    items: bytes | None  # msgpack list of what the walk saw of each item, in the tree's order
+
+
 def _state(row: FileRow) -> FileState | None:
     try:
         return FileState(row[0], row[1], row[2], row[3], _dec_chunks.decode(row[4]), _dec_ext.decode(row[5]),
@@ -67,8 +78,11 @@ class ChecksumStore:
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v TEXT NOT NULL)")
             meta = dict(self._db.execute("SELECT k, v FROM meta").fetchall())
-            if meta.get("schema") == "3":
-                self._db.execute("ALTER TABLE trees ADD COLUMN epoch INTEGER")
+            if meta.get("schema") in ("3", "4"):
+                have = {r[1] for r in self._db.execute("PRAGMA table_info(trees)")}
+                for column, kind in _TREE_COLUMNS.items():
+                    if column not in have:
+                        self._db.execute(f"ALTER TABLE trees ADD COLUMN {column} {kind}")
             elif meta.get("schema") != str(SCHEMA):
                 self._db.execute("DROP TABLE IF EXISTS files")
                 self._db.execute("DROP TABLE IF EXISTS trees")
@@ -76,7 +90,7 @@ class ChecksumStore:
                              "mtime INTEGER, ctime INTEGER, inode INTEGER, chunks BLOB, extents BLOB, xattrs BLOB, "
                              "PRIMARY KEY (dir, name)) WITHOUT ROWID")
             self._db.execute("CREATE TABLE IF NOT EXISTS trees (dir BLOB PRIMARY KEY, sig BLOB, tree BLOB, "
-                             "epoch INTEGER) WITHOUT ROWID")
+                             "epoch INTEGER, items BLOB) WITHOUT ROWID")
             self._db.execute("PRAGMA quick_check").fetchall()
         except sqlite3.DatabaseError as exc:
             raise StoreDamaged(str(exc)) from exc
@@ -85,7 +99,7 @@ class ChecksumStore:
             self._db.execute("DELETE FROM trees")
             meta = {}
         self._pending: list[tuple[bytes, bytes, int, int, int, int, bytes, bytes, bytes]] = []
-        self._pending_trees: list[tuple[bytes, bytes, bytes, int | None]] = []
+        self._pending_trees: list[tuple[bytes, bytes | None, bytes, int | None, bytes]] = []
         self._pending_stamps: list[tuple[int, bytes]] = []
         self._pending_tree_bytes = 0
         self.empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
@@ -129,15 +143,16 @@ class ChecksumStore:
         if len(self._pending) >= PUT_BATCH:
             self._write_pending()
 
-    def tree(self, folder: bytes) -> tuple[bytes, bytes, int | None] | None:
-        """The signature, tree and chunk epoch recorded for `folder` by the last backup that stored it, if any.
-        The epoch is the vault's chunk epoch at which the tree's chunks were last known to be there (None: not
-        known)."""
-        row = self._db.execute("SELECT sig, tree, epoch FROM trees WHERE dir = ?", (folder,)).fetchone()
-        return None if row is None else (bytes(row[0]), bytes(row[1]), row[2])
+    def tree(self, folder: bytes) -> TreeRecord | None:
+        """The record the last backup that stored `folder` left of it, if any."""
+        row = self._db.execute("SELECT sig, tree, epoch, items FROM trees WHERE dir = ?", (folder,)).fetchone()
+        if row is None:
+            return None
+        return TreeRecord(None if row[0] is None else bytes(row[0]), bytes(row[1]), row[2],
+                          None if row[3] is None else bytes(row[3]))
 
-    def put_tree(self, folder: bytes, sig: bytes, data: bytes, epoch: int | None) -> None:
-        self._pending_trees.append((folder, sig, data, epoch))
+    def put_tree(self, folder: bytes, sig: bytes | None, data: bytes, epoch: int | None, items: bytes) -> None:
+        self._pending_trees.append((folder, sig, data, epoch, items))
         self._pending_tree_bytes += len(data)
         if self._pending_tree_bytes >= PUT_TREE_BYTES:  # trees of big folders are big: held by size, not count
             self._write_pending()
@@ -147,7 +162,7 @@ class ChecksumStore:
             self._db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", self._pending)
             self._pending = []
         if self._pending_trees:
-            self._db.executemany("INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?)", self._pending_trees)
+            self._db.executemany("INSERT OR REPLACE INTO trees VALUES (?, ?, ?, ?, ?)", self._pending_trees)
             self._pending_trees = []
             self._pending_tree_bytes = 0
         if self._pending_stamps:
