@@ -16,6 +16,7 @@ from safehold.agent.refs import RefLog
 from safehold.errors import SafeholdError
 from safehold.formats import wire
 from safehold.model import JOIN_SLICE, ChunkId, PackedIds, join_ids
+from safehold.vault.service import _not_in
 
 ids32 = st.lists(st.binary(min_size=32, max_size=32), max_size=300)
 
@@ -102,3 +103,22 @@ def test_ref_log_folds_duplicates_and_keeps_every_id(monkeypatch: pytest.MonkeyP
     assert len(log) == 0 and list(log.packed()) == []
     with pytest.raises(ValueError):
         log.add(b"x" * 33)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.lists(st.binary(min_size=32, max_size=32), max_size=400), st.data())
+def test_the_commit_finds_exactly_the_ids_a_point_lacks(pool: list[bytes], data: st.DataObject) -> None:
+    """The vault's merge of a new point's ids against a point of the current chunk epoch (runs of 64 agreeing
+    ids skipped at once) gives what a set difference gives."""
+    base = sorted(set(data.draw(st.lists(st.sampled_from(pool), max_size=300)) if pool else []))
+    new = sorted(set(data.draw(st.lists(st.sampled_from(pool), max_size=300)) if pool else []))
+    got = _not_in(join_ids(base), join_ids(new))
+    assert got == [cid for cid in new if cid not in set(base)]
+
+
+def test_the_commit_merge_skips_agreeing_runs_and_finds_scattered_ids() -> None:
+    rng = random.Random(7)
+    ids = sorted(rng.randbytes(32) for _ in range(5000))
+    base = [cid for i, cid in enumerate(ids) if i % 97]  # every 97th id is new to the point
+    assert _not_in(join_ids(base), join_ids(ids)) == ids[::97]
+    assert _not_in(join_ids(ids), join_ids(base)) == []

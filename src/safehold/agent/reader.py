@@ -16,7 +16,7 @@ from safehold.model import CHUNK_TREE, ChunkId, ChunkLocation, MachineId, PackId
 from safehold.ports import VaultClient
 
 READ_AHEAD = 4 * 1024 * 1024
-MAX_SPAN = 16 * 1024 * 1024  # adjacent chunks fetched in one request, at most
+MAX_SPAN = 2 * 1024 * 1024  # adjacent chunks fetched in one request, at most
 
 
 class ChunkReader:

@@ -101,6 +101,32 @@ def _recovery_point(r: Any) -> RecoveryPoint:
         sealed_meta=bytes(r.sealed_meta), keep_until_ns=r.keep_until_ns)
 
 
+_RUN = 64 * ID_SIZE  # ids compared at once where two sorted lists agree
+
+
+def _not_in(base: bytes, ids: bytes) -> list[ChunkId]:
+    """The ids of `ids` that `base` lacks; both are sorted 32-byte ids. One merge over the two, skipping runs
+    where they agree 64 ids at a time (a backup after a small change: nearly all of it), and no object per id
+    of `base` (a set of them took 16 MB for 200,000 ids)."""
+    out: list[ChunkId] = []
+    i = j = 0
+    nb, ni = len(base), len(ids)
+    while j < ni:
+        if ids[j:j + _RUN] == base[i:i + _RUN]:
+            i += _RUN
+            j += _RUN
+            continue
+        cid = ids[j:j + ID_SIZE]
+        while i < nb and base[i:i + ID_SIZE] < cid:
+            i += ID_SIZE
+        if i < nb and base[i:i + ID_SIZE] == cid:
+            i += ID_SIZE
+        else:
+            out.append(ChunkId(cid))
+        j += ID_SIZE
+    return out
+
+
 def lock_machine(c: sa.Connection, machine_id: str) -> None:
     """Serialize, until this transaction ends, the changes that decide whether a chunk is in use: commits, pack
     intake and housekeeping of one machine. A write to the machine's row: a row lock on PostgreSQL, the write
@@ -553,11 +579,7 @@ class VaultService:
         if newest is None:
             return ids
         blob = c.execute(sa.select(t.point_refs.c.refs).where(t.point_refs.c.rp_id == newest)).scalar_one()
-        base = bytes(blob)
-        if base == ids.data:
-            return []
-        live = {base[i:i + ID_SIZE] for i in range(0, len(base), ID_SIZE)}
-        return [cid for cid in ids if cid not in live]
+        return _not_in(bytes(blob), ids.data)
 
     @staticmethod
     def _check_present(c: sa.Connection, machine_id: MachineId, ids: PackedIds | list[ChunkId]) -> None:
