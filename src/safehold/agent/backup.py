@@ -17,7 +17,7 @@ import stat
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeAlias
 
@@ -651,25 +651,7 @@ class BackupEngine:
                 same.append(None)
                 rest += 1
         known = self.store.folder(path) if prior is None or rest > FEW_ROWS else None
-        c = self.counters
-        ids: list[bytes] = []
-        for (name, st), recorded in zip(kept, same, strict=True):
-            if recorded is None:
-                fresh = self._entry(fd, path, name, st, known, folder)
-                if fresh is not None:
-                    folder.entries.append(fresh)
-                continue
-            if recorded.type == tree.FILE:
-                c.files += 1
-                c.bytes_scanned += recorded.size
-                self._done += recorded.size
-                if recorded.chunks:
-                    ids += recorded.chunks
-            else:
-                c.other += 1
-            folder.entries.append(recorded)
-        self.refs.update(ids)
-        self._progress()
+        self._take(fd, path, folder, kept, same, known)
         folder.closed = True
         self._settle(folder)
         return folder
@@ -691,12 +673,21 @@ class BackupEngine:
                 return False
             if e.chunks and not trusted and not all(c in known for c in e.chunks):
                 return False
+        self._take(fd, path, folder, kept, recorded, None)
+        return True
+
+    def _take(self, fd: int, path: bytes, folder: _Folder, kept: list[tuple[bytes, os.stat_result]],
+              recorded: Sequence[Entry | None], known: dict[bytes, FileRow] | None) -> None:
+        """Append each kept item's entry to `folder`: its recorded entry as it is (a file's size and chunk ids
+        counted), or, for a folder (walked again) and an item without one, the entry `_entry` makes (`known`:
+        the folder's checksum-store rows, None: looked up one by one)."""
         c = self.counters
         ids: list[bytes] = []
-        entries: list[Entry | None] = []
-        for e, (name, st) in zip(recorded, kept, strict=True):
-            if e.type == tree.DIR:
-                entries.append(self._entry(fd, path, name, st, None, folder))  # walks the subfolder
+        for (name, st), e in zip(kept, recorded, strict=True):
+            if e is None or e.type == tree.DIR:
+                fresh = self._entry(fd, path, name, st, known, folder)
+                if fresh is not None:
+                    folder.entries.append(fresh)
                 continue
             if e.type == tree.FILE:
                 c.files += 1
@@ -706,11 +697,9 @@ class BackupEngine:
                     ids += e.chunks
             else:
                 c.other += 1
-            entries.append(e)
+            folder.entries.append(e)
         self.refs.update(ids)
-        folder.entries = entries
         self._progress()
-        return True
 
     def _entry(self, dir_fd: int, path: bytes, name: bytes, st: os.stat_result,
                known: dict[bytes, FileRow] | None, folder: _Folder) -> Entry | None:

@@ -54,7 +54,7 @@ FileRow = tuple[int, int, int, int, bytes, bytes, bytes]  # size, mtime, ctime, 
 class TreeRecord(NamedTuple):
     """A folder's record (docs/format.md, "Checksum store")."""
 
-    sig: bytes | None  # of every item the walk kept; None: the folder is never taken whole from this record
+    sig: bytes  # of every item the walk kept
     tree: bytes  # the plaintext tree stored for it
     epoch: int | None  # the vault's chunk epoch when the tree's chunks were last known to be there
     items: bytes | None  # msgpack list of what the walk saw of each item, in the tree's order
@@ -99,7 +99,7 @@ class ChecksumStore:
             self._db.execute("DELETE FROM trees")
             meta = {}
         self._pending: list[tuple[bytes, bytes, int, int, int, int, bytes, bytes, bytes]] = []
-        self._pending_trees: list[tuple[bytes, bytes | None, bytes, int | None, bytes]] = []
+        self._pending_trees: list[tuple[bytes, bytes, bytes, int | None, bytes]] = []
         self._pending_stamps: list[tuple[int, bytes]] = []
         self._pending_tree_bytes = 0
         self.empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
@@ -148,10 +148,9 @@ class ChecksumStore:
         row = self._db.execute("SELECT sig, tree, epoch, items FROM trees WHERE dir = ?", (folder,)).fetchone()
         if row is None:
             return None
-        return TreeRecord(None if row[0] is None else bytes(row[0]), bytes(row[1]), row[2],
-                          None if row[3] is None else bytes(row[3]))
+        return TreeRecord(bytes(row[0]), bytes(row[1]), row[2], None if row[3] is None else bytes(row[3]))
 
-    def put_tree(self, folder: bytes, sig: bytes | None, data: bytes, epoch: int | None, items: bytes) -> None:
+    def put_tree(self, folder: bytes, sig: bytes, data: bytes, epoch: int | None, items: bytes) -> None:
         self._pending_trees.append((folder, sig, data, epoch, items))
         self._pending_tree_bytes += len(data)
         if self._pending_tree_bytes >= PUT_TREE_BYTES:  # trees of big folders are big: held by size, not count

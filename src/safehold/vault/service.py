@@ -135,6 +135,13 @@ def lock_machine(c: sa.Connection, machine_id: str) -> None:
               .values(registered_ns=t.machines.c.registered_ns))
 
 
+def read_chunk_epoch(c: sa.Connection, machine_id: str) -> int | None:
+    """The machine's count of removals from its chunk index; None for a machine the catalog does not hold."""
+    epoch = c.execute(sa.select(t.machines.c.chunk_epoch).where(t.machines.c.machine_id == machine_id)
+                      ).scalar_one_or_none()
+    return None if epoch is None else int(epoch)
+
+
 def bump_chunk_epoch(c: sa.Connection, machine_id: str) -> None:
     """Count a removal from the machine's chunk index (a chunk condemned, swept or forgotten), in the transaction
     that makes it: a point committed at an older count may name chunks that are gone (docs/retention.md)."""
@@ -483,11 +490,10 @@ class VaultService:
         """The count of removals from the machine's chunk index so far. While it stays the same, every chunk that
         was indexed and live at some moment after it was read still is (docs/retention.md, "Chunk epoch")."""
         with self.eng.connect() as c:
-            epoch = c.execute(sa.select(t.machines.c.chunk_epoch).where(
-                t.machines.c.machine_id == machine_id)).scalar_one_or_none()
+            epoch = read_chunk_epoch(c, machine_id)
         if epoch is None:
             raise_error("NotRegistered", home="the vault")
-        return int(epoch)
+        return epoch
 
     def begin_session(self, machine_id: MachineId) -> str:
         session = uuid.uuid4().hex
@@ -548,8 +554,7 @@ class VaultService:
                 done = self._committed(c, machine_id, session)  # committed meanwhile, by another request
             epoch = None
             if done is None:
-                epoch = c.execute(sa.select(t.machines.c.chunk_epoch).where(
-                    t.machines.c.machine_id == machine_id)).scalar_one_or_none()
+                epoch = read_chunk_epoch(c, machine_id)
                 self._check_present(c, machine_id, ordered if epoch is None
                                     else self._beyond_live_point(c, machine_id, epoch, ordered))
             if done is None and not c.execute(t.insert_ignore(t.recovery_points, c.dialect.name).values(
