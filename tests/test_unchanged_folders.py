@@ -34,6 +34,12 @@ def _records(cli: Cli) -> set[bytes]:
         return {bytes(r[0]) for r in db.execute("SELECT dir FROM trees")}
 
 
+def _rows(cli: Cli) -> set[tuple[bytes, bytes]]:
+    """(folder, name) of every file row in the checksum store."""
+    with sqlite3.connect(_store(cli)) as db:
+        return {(bytes(r[0]), bytes(r[1])) for r in db.execute("SELECT dir, name FROM files")}
+
+
 def _roots(tmp_path: Path, cli: Cli) -> list[bytes]:
     svc = VaultService.open_folder(tmp_path / "vault")
     try:
@@ -118,9 +124,7 @@ def test_every_kind_of_change_inside_a_recorded_folder_is_seen(registered: Cli, 
 def test_a_chunk_gone_from_the_vault_makes_its_folder_read_again(registered: Cli, tmp_path: Path) -> None:
     src = _tree(tmp_path)
     _backup(registered, src)
-    with sqlite3.connect(_store(registered)) as db:
-        (raw,) = db.execute("SELECT chunks FROM files WHERE name = ?", (b"g3",)).fetchone()
-    gone = msgspec.msgpack.decode(raw, type=list[bytes])
+    gone = _tree_chunks(registered, src / "a" / "deep" / "er", b"g3")
     svc = VaultService.open_folder(tmp_path / "vault")
     try:
         assert svc.forget_chunks(MachineId(_registration(registered)["machine_id"]), [ChunkId(c) for c in gone]) == 1
@@ -145,9 +149,7 @@ def test_records_carry_the_vault_chunk_epoch_they_were_checked_at(registered: Cl
     svc = VaultService.open_folder(tmp_path / "vault")
     mid = MachineId(_registration(registered)["machine_id"])
     try:
-        with sqlite3.connect(_store(registered)) as db:
-            (raw,) = db.execute("SELECT chunks FROM files WHERE name = ?", (b"f2.txt",)).fetchone()
-        assert svc.forget_chunks(mid, [ChunkId(c) for c in msgspec.msgpack.decode(raw, type=list[bytes])]) == 1
+        assert svc.forget_chunks(mid, [ChunkId(c) for c in _tree_chunks(registered, src / "a", b"f2.txt")]) == 1
         assert svc.chunk_epoch(mid) == 1
     finally:
         svc.close()
@@ -175,8 +177,7 @@ def test_a_changed_folder_keeps_the_recorded_entries_of_its_unchanged_items(regi
         (many / f"f{i:02}").write_bytes(os.urandom(100 + i))
     (many / "link").symlink_to("f00")
     _backup(registered, src)
-    with sqlite3.connect(_store(registered)) as db:  # the rows of unchanged files are not what keeps them
-        db.execute("DELETE FROM files WHERE dir = ? AND name != ?", (bytes(many), b"f07"))
+    assert _rows(registered) == set(), "files read in a recorded folder are kept by its record alone"
     (many / "f03").write_bytes(b"changed")
     second = _backup(registered, src)
     assert second["bytes_read"] == len(b"changed")
@@ -215,7 +216,9 @@ def test_folders_with_hard_links_get_no_record(registered: Cli, tmp_path: Path) 
     records = _records(registered)
     assert bytes(src / "plain") in records and bytes(src) in records
     assert bytes(src / "links") not in records, "hard-link groups are numbered across folders"
+    assert _rows(registered) == {(bytes(src / "links"), b"one")}, "a folder without a record keeps file rows"
     second = _backup(registered, src)
+    assert second["bytes_read"] == 0
     _restores_as_source(registered, tmp_path, src, second["recovery_point"], "r")
     target = restored(tmp_path / "r", src) / "links"
     assert os.stat(target / "one").st_ino == os.stat(target / "two").st_ino
@@ -232,5 +235,17 @@ def test_a_folder_with_an_unreadable_file_is_read_again_next_time(registered: Cl
     tmp_path.chmod(0o755)
     assert registered("backup", src, "--json", prefix=NO_DAC).code == 3
     assert bytes(src / "locked") not in _records(registered), "the failed file would never be tried again"
+    assert (bytes(src / "locked"), b"open.txt") in _rows(registered), "the file read keeps its row"
     second = _backup(registered, src)  # with the capability to read it
     _restores_as_source(registered, tmp_path, src, second["recovery_point"], "r")
+
+
+def test_an_item_whose_device_number_changed_keeps_its_entry() -> None:
+    """Device numbers of network and volume-managed file systems can change across reboots; inode, times and
+    size still decide."""
+    from safehold.agent.backup import _same_item
+
+    was = (b"f", 0o100644, 12, 64768, 5, 1, 2, 0, 0, 0)
+    assert _same_item(was, was) and _same_item(was, (b"f", 0o100644, 12, 99, 5, 1, 2, 0, 0, 0))
+    assert not _same_item(was, (b"f", 0o100644, 13, 64768, 5, 1, 2, 0, 0, 0)), "another inode"
+    assert not _same_item(was, (b"f", 0o100644, 12, 64768, 5, 1, 3, 0, 0, 0)), "another ctime"

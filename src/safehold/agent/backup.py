@@ -100,6 +100,13 @@ def _items(kept: list[tuple[bytes, os.stat_result]]) -> tuple[list[Item], bool]:
     return rows, recordable
 
 
+def _same_item(was: Item, now: Item) -> bool:
+    """The item looks as recorded. The device number is left out: it may change across reboots (network and
+    some volume-managed file systems), and a file's checksum-store row never included it; inode, times and
+    size still have to match."""
+    return was == now or (was[:3] == now[:3] and was[4:] == now[4:])
+
+
 def _prior(data: bytes, items: bytes | None) -> dict[bytes, tuple[Item, Entry]] | None:
     """A folder record's entries by name, each with what the walk saw of its item then; None when the record
     has no items (written before they were kept) or does not decode."""
@@ -121,7 +128,8 @@ Trie: TypeAlias = dict[bytes, "Trie | None"]
 class _Folder:
     """A folder being walked: its entries, and how many of them still wait for a worker or a subfolder."""
 
-    __slots__ = ("cid", "closed", "entries", "entry", "expected", "items", "parent", "path", "sig", "waiting")
+    __slots__ = ("cid", "closed", "entries", "entry", "expected", "items", "parent", "path", "rows", "sig",
+                 "waiting")
 
     def __init__(self, parent: _Folder | None, entry: Entry | None, path: bytes = b"") -> None:
         self.entries: list[Entry | None] = []
@@ -134,6 +142,8 @@ class _Folder:
         self.sig: bytes | None = None  # the signature to record with its tree (None: record none)
         self.items = b""  # what the walk saw of each item, recorded with the tree
         self.expected = 0  # items the walk kept: the tree is recorded only if every one has its entry
+        # checksum-store rows of files read in it, written only if its record is not (the record holds them)
+        self.rows: list[tuple[bytes, FileState]] = []
 
 
 @dataclass
@@ -510,6 +520,10 @@ class BackupEngine:
             folder.cid = self._put_tree_data(data)
             if folder.sig is not None and len(entries) == folder.expected:
                 self.store.put_tree(folder.path, folder.sig, data, self._epoch, folder.items)
+            else:
+                for full, state in folder.rows:
+                    self.store.put(full, state)
+            folder.rows = []
             folder.entries = []
             if folder.entry is not None:
                 folder.entry.subtree = folder.cid
@@ -572,11 +586,20 @@ class BackupEngine:
                 self.refs.add(ChunkId(d.chunk))
             self._done += d.size
             if d.read_start_ns - d.ctime_ns > RACY_NS:
-                self.store.put(full, FileState(d.size, d.mtime_ns, d.ctime_ns, st.st_ino, e.chunks, e.extents,
-                                               (e.xattrs, e.acl_access, e.acl_default)))
+                self._remember(folder, full, FileState(d.size, d.mtime_ns, d.ctime_ns, st.st_ino, e.chunks,
+                                                       e.extents, (e.xattrs, e.acl_access, e.acl_default)))
         folder.waiting -= 1
         self._settle(folder)
         self._progress()
+
+    def _remember(self, folder: _Folder, full: bytes, state: FileState) -> None:
+        """Keep the state a file was read in for the next run: in the checksum store's file rows, or, in a
+        folder that will be recorded, only in its record (its items and tree hold the same), so that a backup
+        writes one row per folder rather than one per file."""
+        if folder.sig is None:
+            self.store.put(full, state)
+        else:
+            folder.rows.append((full, state))
 
     # ---- walking ----------------------------------------------------------------------------------
 
@@ -644,7 +667,7 @@ class BackupEngine:
         rest = 0
         for (name, _), row in zip(kept, rows, strict=True):
             p = prior.get(name) if prior is not None else None
-            if p is not None and p[0] == row and p[1].type != tree.DIR and \
+            if p is not None and _same_item(p[0], row) and p[1].type != tree.DIR and \
                     (trusted or not p[1].chunks or all(cid in self.up.known for cid in p[1].chunks)):
                 same.append(p[1])
             else:
@@ -800,9 +823,9 @@ class BackupEngine:
             # record the state seen before reading: a later change makes the next run read again
             e.size, e.mtime_ns, e.ctime_ns = before.st_size, before.st_mtime_ns, before.st_ctime_ns
             if read_start - before.st_ctime_ns > RACY_NS:  # ctime: the kernel sets it, utime cannot
-                self.store.put(full, FileState(before.st_size, before.st_mtime_ns, before.st_ctime_ns,
-                                               before.st_ino, e.chunks, e.extents,
-                                               (e.xattrs, e.acl_access, e.acl_default)))
+                self._remember(folder, full, FileState(before.st_size, before.st_mtime_ns, before.st_ctime_ns,
+                                                       before.st_ino, e.chunks, e.extents,
+                                                       (e.xattrs, e.acl_access, e.acl_default)))
         self.refs.update(e.chunks)
         if st.st_nlink > 1:
             e.link_id = len(self._links) + 1

@@ -102,7 +102,8 @@ class ChecksumStore:
         self._pending_trees: list[tuple[bytes, bytes, bytes, int | None, bytes]] = []
         self._pending_stamps: list[tuple[int, bytes]] = []
         self._pending_tree_bytes = 0
-        self.empty = self._db.execute("SELECT 1 FROM files LIMIT 1").fetchone() is None
+        # files read in a recorded folder have no row of their own (the record holds them): empty means neither
+        self.empty = self._db.execute("SELECT 1 FROM files UNION ALL SELECT 1 FROM trees LIMIT 1").fetchone() is None
         self._db.execute("INSERT OR REPLACE INTO meta VALUES ('schema', ?), ('key_id', ?)", (str(SCHEMA), key_id))
         self._db.execute("BEGIN")
 
