@@ -152,3 +152,27 @@ def test_a_worker_that_dies_fails_the_job_and_makes_no_point(tmp_path: Path, mon
     store.close()
     assert svc.recovery_points(machine) == []
     assert engine.failed == []  # no file is blamed for it
+
+
+@pytest.mark.parametrize("change", ["none", "grown", "shortened"])
+def test_a_small_file_read_is_checked_against_its_size(tmp_path: Path, change: str) -> None:
+    """A small file is read in one call of a byte more than its size: a file that grew or shrank since it was
+    looked at is refused, never cut to the old size or padded."""
+    from safehold.agent.fileread import ChangedWhileRead, read_small
+
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 1000)
+    st = os.stat(path)
+    if change == "grown":
+        path.write_bytes(b"x" * 1001)
+    elif change == "shortened":
+        path.write_bytes(b"x" * 999)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if change == "none":
+            assert bytes(read_small(fd, st, None)) == b"x" * 1000
+        else:
+            with pytest.raises(ChangedWhileRead, match="grew" if change == "grown" else "shorter"):
+                read_small(fd, st, None)
+    finally:
+        os.close(fd)
