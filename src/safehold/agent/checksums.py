@@ -3,6 +3,7 @@
 A file whose size, mtime, ctime and inode match is not read again. SQLite, keyed by (folder, name) so that
 one query answers a whole folder; writes go in batches. Per folder, the tree last stored for it and a
 signature of the items the walk saw (docs/format.md, "Checksum store"): an unchanged folder is taken whole.
+Files of a folder that has such a record get no row of their own; the record holds what a row would.
 A damaged store is replaced and rebuilt from the last recovery point by the backup engine
 (SalChecksumStoreInitializationFailed).
 """
